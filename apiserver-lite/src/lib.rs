@@ -1,0 +1,1 @@
+//! apiserver-lite: a Kubernetes API server that real clients use unchanged.
