@@ -1,0 +1,205 @@
+//! The revisioned key-value store the API server keeps objects in.
+//!
+//! One trait, [`Store`], with the operations the API layer needs — create-if-absent, update
+//! with compare-and-swap on the revision, get, range by prefix with limit and continue, delete,
+//! watch from a revision, compaction — and two implementations: [`sqlite::SqliteStore`] (the
+//! embedded default) and [`etcd::EtcdStore`]. Revisions are one counter for the whole store,
+//! exactly like etcd's, and become the objects' resourceVersions.
+
+// pub mod etcd; (next)
+pub mod sqlite;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+/// One stored key at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The full key, e.g. `/registry/pods/default/web`.
+    pub key: String,
+    /// The stored bytes (JSON objects, without resourceVersion).
+    pub value: Vec<u8>,
+    /// The revision that created the key.
+    pub create_revision: i64,
+    /// The revision of the last change: the object's resourceVersion.
+    pub mod_revision: i64,
+}
+
+/// What a watch event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// The key was created.
+    Created,
+    /// The key was updated.
+    Modified,
+    /// The key was deleted; the event carries its last value.
+    Deleted,
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventType,
+    /// The new value, or the last value before a delete; `mod_revision` is the revision of
+    /// the change itself in every case.
+    pub kv: KeyValue,
+    /// For `Modified`, the value before the change, so filtered watches can tell when an
+    /// object stops or starts matching.
+    pub prev_value: Option<Vec<u8>>,
+}
+
+/// A range read.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Only keys starting with this prefix.
+    pub prefix: String,
+    /// Only keys strictly after this one (the continue token's key).
+    pub start_after: Option<String>,
+    /// At most this many items; `None` for all.
+    pub limit: Option<usize>,
+    /// Read as of this revision; `None` for the current one.
+    pub revision: Option<i64>,
+}
+
+/// The answer to a range read.
+#[derive(Debug, Clone, Default)]
+pub struct ListResult {
+    /// The items, in key order.
+    pub items: Vec<KeyValue>,
+    /// The revision the read was served at.
+    pub revision: i64,
+    /// Whether keys remain after the last item.
+    pub more: bool,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// Create of a key that exists.
+    #[error("key {key} already exists")]
+    AlreadyExists {
+        /// The key.
+        key: String,
+    },
+    /// Update or delete of a key that does not exist.
+    #[error("key {key} not found")]
+    NotFound {
+        /// The key.
+        key: String,
+    },
+    /// Compare-and-swap failed: the key changed since the expected revision.
+    #[error("key {key} is at revision {actual}, not {expected}")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// The revision the caller expected.
+        expected: i64,
+        /// The revision the key is at.
+        actual: i64,
+    },
+    /// The requested revision is older than the last compaction.
+    #[error("revision {requested} has been compacted (oldest available is {compacted})")]
+    Compacted {
+        /// The revision asked for.
+        requested: i64,
+        /// The compaction revision.
+        compacted: i64,
+    },
+    /// The requested revision does not exist yet.
+    #[error("revision {requested} is newer than the current revision {current}")]
+    FutureRevision {
+        /// The revision asked for.
+        requested: i64,
+        /// The current revision.
+        current: i64,
+    },
+    /// The backend failed (I/O, disk full, database error, network to etcd).
+    #[error("{backend} storage failed during {operation}: {message}")]
+    Backend {
+        /// `sqlite` or `etcd`.
+        backend: &'static str,
+        /// What the store was doing.
+        operation: &'static str,
+        /// The underlying error.
+        message: String,
+    },
+    /// The store is shutting down.
+    #[error("storage is closed")]
+    Closed,
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The receiving end of a watch: events in revision order. The stream ends with an error when
+/// the watch cannot go on (compaction, backend failure) and closes when the store shuts down.
+pub type WatchReceiver = mpsc::Receiver<StoreResult<Event>>;
+
+/// A revisioned key-value store.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs: `sqlite` or `etcd`.
+    fn backend(&self) -> &'static str;
+
+    /// Creates `key` unless it exists.
+    async fn create(&self, key: &str, value: Vec<u8>) -> StoreResult<KeyValue>;
+
+    /// Replaces `key` if its mod revision is still `expected_revision`.
+    async fn update(
+        &self,
+        key: &str,
+        expected_revision: i64,
+        value: Vec<u8>,
+    ) -> StoreResult<KeyValue>;
+
+    /// Deletes `key`, if given only when its mod revision is `expected_revision`. Returns the
+    /// last value, with `mod_revision` set to the revision of the delete.
+    async fn delete(&self, key: &str, expected_revision: Option<i64>) -> StoreResult<KeyValue>;
+
+    /// Reads `key` at the current revision.
+    async fn get(&self, key: &str) -> StoreResult<Option<KeyValue>>;
+
+    /// Reads a range of keys.
+    async fn list(&self, options: &ListOptions) -> StoreResult<ListResult>;
+
+    /// The current revision of the whole store.
+    async fn current_revision(&self) -> StoreResult<i64>;
+
+    /// Watches keys under `prefix`, starting with the first change after `after_revision`.
+    async fn watch(&self, prefix: &str, after_revision: i64) -> StoreResult<WatchReceiver>;
+
+    /// Forgets history at and before `revision`: reads and watches from older revisions then
+    /// fail with [`StoreError::Compacted`].
+    async fn compact(&self, revision: i64) -> StoreResult<()>;
+
+    /// The revision of the last compaction (0 if none).
+    async fn compacted_revision(&self) -> StoreResult<i64>;
+}
+
+/// The first key after every key with `prefix`: the end of a prefix range.
+pub fn prefix_end(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        if last < 0xff {
+            bytes.push(last + 1);
+            // Keys are ASCII paths, so the result stays valid UTF-8.
+            return String::from_utf8_lossy(&bytes).into_owned();
+        }
+    }
+    "\u{10FFFF}".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_the_last_byte() {
+        assert_eq!(prefix_end("/registry/pods/"), "/registry/pods0");
+        assert!("/registry/pods/default/x".to_string() < prefix_end("/registry/pods/"));
+    }
+}
