@@ -43,7 +43,7 @@ impl Subresource {
     }
 
     /// The kind the subresource reads and writes, as (group, version, kind).
-    pub fn kind<'a>(self, parent: &'a ResourceInfo) -> (&'a str, &'a str, &'a str) {
+    pub fn kind(self, parent: &ResourceInfo) -> (&str, &str, &str) {
         match self {
             Subresource::Status | Subresource::Approval => {
                 (parent.group, parent.version, parent.kind)

@@ -1,9 +1,17 @@
 //! apiserver-lite: a Kubernetes API server that kubectl, client-go and kube-rs use unchanged,
 //! on an embedded SQLite store or etcd.
 //!
-//! Layers, outermost first: [`server`] (TLS, HTTP, limits, shutdown) → [`auth`] →
-//! [`api`] (routing, discovery, the verbs) → [`registry`] (per-kind rules) → [`storage`].
+//! Layers, outermost first: [`server`] (TLS, HTTP, limits, shutdown) → [`auth`] → [`api`]
+//! (routing, discovery, the verbs) → [`admission`] and [`registry`] (per-kind rules) →
+//! [`storage`]. [`bootstrap`] and [`namespaces`] are the server's own background work.
 
+pub mod admission;
+pub mod api;
 pub mod auth;
+pub mod bootstrap;
+pub mod conversion;
+pub mod namespaces;
 pub mod pki;
+pub mod registry;
+pub mod server;
 pub mod storage;

@@ -1,1 +1,222 @@
-fn main() {}
+//! The `apiserver-lite` binary: flags, start-up (store, certificates, bootstrap objects),
+//! serving, and shutdown on SIGTERM/SIGINT (stop accepting, drain, exit; a second signal
+//! exits at once).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use apiserver_lite::admission::{Admission, Cidr};
+use apiserver_lite::api::{Api, ApiConfig};
+use apiserver_lite::auth::{AllowAuthenticated, TokenAuthenticator};
+use apiserver_lite::pki::{Pki, serving_names};
+use apiserver_lite::server::{Frontend, serve, tls_config};
+use apiserver_lite::storage::Store;
+use apiserver_lite::storage::sqlite::SqliteStore;
+use apiserver_lite::{bootstrap, namespaces};
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// A Kubernetes API server on SQLite or etcd.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to serve HTTPS on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Directory for the database, certificates and the admin kubeconfig.
+    #[arg(long, default_value = "/var/lib/apiserver-lite")]
+    data_dir: PathBuf,
+    /// Storage: `sqlite` (a database in the data dir) or `etcd://host:port[,host:port...]`.
+    #[arg(long, default_value = "sqlite")]
+    storage: String,
+    /// Static bearer tokens, CSV: token,user,uid,"group1,group2".
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// The address clients and nodes reach this server at (default: the listen address, or
+    /// the first non-loopback address when listening on all).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
+    /// More addresses the serving certificate must cover (the node IPs are added anyway).
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<IpAddr>,
+    /// ClusterIP range of Services.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cluster_ip_range: Cidr,
+    /// NodePort range of Services, `first-last`.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    /// Requests in flight at most (watches excepted); 429 beyond.
+    #[arg(long, default_value_t = 400)]
+    max_requests_inflight: usize,
+    /// Open watches at most; 429 beyond.
+    #[arg(long, default_value_t = 10_000)]
+    max_watches: usize,
+    /// Largest request body in bytes; 413 beyond.
+    #[arg(long, default_value_t = 3 * 1024 * 1024)]
+    max_request_body_bytes: usize,
+    /// Seconds between store compactions.
+    #[arg(long, default_value_t = 300)]
+    compaction_interval_seconds: u64,
+    /// Upper bound of a watch's length in seconds when the client sets none.
+    #[arg(long, default_value_t = 1800)]
+    min_request_timeout: u64,
+    /// Seconds between bookmarks on watches that allow them.
+    #[arg(long, default_value_t = 60)]
+    bookmark_interval_seconds: u64,
+    /// Seconds to let requests in flight finish on shutdown.
+    #[arg(long, default_value_t = 30)]
+    shutdown_drain_seconds: u64,
+}
+
+fn node_addresses() -> Vec<IpAddr> {
+    nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| a.address)
+                .filter_map(|a| a.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip())))
+                .filter(|ip| !ip.is_loopback())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+    let (a, b) = s
+        .split_once('-')
+        .context("--service-node-port-range must look like 30000-32767")?;
+    let (a, b): (u16, u16) = (a.trim().parse()?, b.trim().parse()?);
+    if a == 0 || a > b {
+        bail!("--service-node-port-range {s}: first must be 1 or more and not above last");
+    }
+    Ok(a..=b)
+}
+
+async fn open_store(spec: &str, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+    if spec == "sqlite" {
+        let path = data_dir.join("state.db");
+        let store =
+            SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        return Ok(Arc::new(store));
+    }
+    if spec.starts_with("etcd") {
+        bail!("--storage {spec:?}: the etcd backend is being merged");
+    }
+    bail!("--storage {spec:?}: expected `sqlite` or `etcd://host:port[,host:port]`")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let node_ips = node_addresses();
+    let advertise = args.advertise_address.unwrap_or_else(|| {
+        let ip = args.listen.ip();
+        if ip.is_unspecified() {
+            node_ips
+                .first()
+                .copied()
+                .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+        } else {
+            ip
+        }
+    });
+    let mut sans = node_ips.clone();
+    sans.extend(args.tls_san.iter().copied());
+    sans.push(advertise);
+    let names = serving_names(
+        &sans,
+        Some(IpAddr::V4(args.service_cluster_ip_range.first())),
+    );
+    let pki = Pki::load_or_create(&args.data_dir.join("pki"), &names).context("certificates")?;
+    let kubeconfig = args.data_dir.join("admin.kubeconfig");
+    let server_url = format!("https://{}", SocketAddr::new(advertise, args.listen.port()));
+    pki.ensure_kubeconfig(&kubeconfig, &server_url, "admin", &["system:masters"])
+        .context("admin kubeconfig")?;
+    let tokens = match &args.token_auth_file {
+        Some(path) => TokenAuthenticator::from_file(path)?,
+        None => TokenAuthenticator::default(),
+    };
+    let store = open_store(&args.storage, &args.data_dir).await?;
+    let admission = Admission {
+        service_range: args.service_cluster_ip_range,
+        node_ports: parse_port_range(&args.service_node_port_range)?,
+    };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let config = ApiConfig {
+        advertise_address: SocketAddr::new(advertise, args.listen.port()).to_string(),
+        max_body_bytes: args.max_request_body_bytes,
+        max_watches: args.max_watches,
+        max_watch_seconds: args.min_request_timeout.max(2) * 2,
+        bookmark_interval: Duration::from_secs(args.bookmark_interval_seconds.max(1)),
+    };
+    let api = Arc::new(Api::new(
+        store.clone(),
+        config,
+        Box::new(AllowAuthenticated),
+        admission.clone(),
+        shutdown_rx.clone(),
+    ));
+    admission
+        .repair(store.clone())
+        .await
+        .context("repairing service address allocations")?;
+    bootstrap::run(&api, advertise, args.listen.port())
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrap objects: {}", e.message))?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let frontend = Arc::new(Frontend {
+        api: api.clone(),
+        tokens,
+        inflight: tokio::sync::Semaphore::new(args.max_requests_inflight),
+        max_body_bytes: args.max_request_body_bytes,
+    });
+    tokio::spawn(namespaces::run(api.clone(), shutdown_rx.clone()));
+    tokio::spawn(bootstrap::compaction_loop(
+        api.clone(),
+        Duration::from_secs(args.compaction_interval_seconds.max(1)),
+        shutdown_rx.clone(),
+    ));
+    eprintln!(
+        "apiserver-lite serving on https://{} (storage: {})",
+        args.listen,
+        store.backend()
+    );
+    eprintln!("admin kubeconfig: {}", kubeconfig.display());
+    eprintln!("  export KUBECONFIG={}", kubeconfig.display());
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let server = tokio::spawn(serve(
+        listener,
+        tls_config(&pki)?,
+        frontend,
+        shutdown_rx,
+        Duration::from_secs(args.shutdown_drain_seconds),
+    ));
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down: no new connections, ending watches, draining requests");
+    let _ = shutdown_tx.send(true);
+    tokio::select! {
+        done = server => { done??; }
+        _ = term.recv() => { tracing::warn!("second signal: exiting now"); }
+        _ = int.recv() => { tracing::warn!("second signal: exiting now"); }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -200,6 +200,6 @@ mod tests {
     #[test]
     fn prefix_end_increments_the_last_byte() {
         assert_eq!(prefix_end("/registry/pods/"), "/registry/pods0");
-        assert!("/registry/pods/default/x".to_string() < prefix_end("/registry/pods/"));
+        assert!(*"/registry/pods/default/x" < *prefix_end("/registry/pods/"));
     }
 }
