@@ -68,7 +68,21 @@ async fn call(
     }
 }
 
+/// Creates `obj` unless an object of its name exists.
 async fn ensure(api: &Arc<Api>, collection: &str, obj: Value) -> Result<(), ApiError> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    match call(
+        api,
+        http::Method::GET,
+        &format!("{collection}/{name}"),
+        &Value::Null,
+    )
+    .await
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.code == 404 => {}
+        Err(e) => return Err(e),
+    }
     match call(api, http::Method::POST, collection, &obj).await {
         Ok(_) => Ok(()),
         Err(e) if e.code == 409 => Ok(()),
@@ -97,7 +111,9 @@ async fn reconcile(
                 .await
                 .map(|_| ())
         }
-        Err(e) if e.code == 404 => ensure(api, collection, obj).await,
+        Err(e) if e.code == 404 => call(api, http::Method::POST, collection, &obj)
+            .await
+            .map(|_| ()),
         Err(e) => Err(e),
     }
 }
