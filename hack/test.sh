@@ -22,6 +22,6 @@ command -v kubectl >/dev/null || { echo "kubectl is required at /usr/bin/kubectl
 
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
-cargo build --workspace --all-targets --locked 2>/dev/null || cargo build --workspace --all-targets
+cargo build --workspace --all-targets --locked
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
