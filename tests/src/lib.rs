@@ -21,11 +21,13 @@ pub fn free_port() -> u16 {
 /// The directory holding the workspace's built binaries (`target/debug`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/<test> -> target/debug
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .expect("target directory")
+    // Tests live in target/<profile>/deps, binaries such as the benchmark in target/<profile>.
+    let dir = exe.parent().expect("executable directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().unwrap_or(dir).to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The path of a workspace binary, which must have been built (`cargo build --workspace`).

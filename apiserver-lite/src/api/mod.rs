@@ -2,6 +2,8 @@
 //! the answer (JSON, YAML, Table, Status errors, watch streams).
 
 pub mod discovery;
+#[cfg(test)]
+mod fuzz;
 pub mod negotiate;
 pub mod objects;
 pub mod request;

@@ -1256,6 +1256,24 @@ async fn list(api: &Api, r: &ResourceRequest) -> Result<Reply, ApiError> {
     Ok(Reply::ok(list_body(r.resource, items, &rv, cont)))
 }
 
+/// The decoders, for the property tests in `api::fuzz`.
+#[cfg(test)]
+pub(crate) mod fuzz_entry_points {
+    use super::*;
+
+    pub(crate) fn decode_continue(token: &str, prefix: &str) -> Result<(i64, String), ApiError> {
+        super::decode_continue(token, prefix)
+    }
+
+    pub(crate) fn check_schema(
+        r: &ResourceInfo,
+        input: Value,
+        q: &Query,
+    ) -> Result<Value, ApiError> {
+        super::check_schema(r, input, q, &mut Vec::new())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
