@@ -6,6 +6,9 @@
 //! metav1.Status errors and the OpenAPI documents. The API server (`apiserver-lite`) wires
 //! these to storage and HTTP; the controllers and the agent reuse the selectors.
 
+/// The Kubernetes version whose API this workspace serves.
+pub const KUBERNETES_VERSION: &str = "v1.33.0";
+
 pub mod defaults;
 pub mod fields;
 pub mod meta;

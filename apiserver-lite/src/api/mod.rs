@@ -337,8 +337,7 @@ impl Drop for WatchSlot {
     }
 }
 
-/// The Kubernetes version this server reports.
-pub const KUBERNETES_VERSION: &str = "v1.33.0";
+pub use apimachinery::KUBERNETES_VERSION;
 
 /// The `/version` document.
 pub fn version_info() -> Value {
