@@ -407,7 +407,7 @@ fn merge_map(
 }
 
 /// The identity of a list element for ordering and merging.
-fn element_id<'a>(v: &'a Value, strategy: Option<ListStrategy>) -> Option<&'a Value> {
+fn element_id(v: &Value, strategy: Option<ListStrategy>) -> Option<&Value> {
     match strategy {
         Some(ListStrategy::MergeByKey(key)) => v.get(key),
         _ => Some(v),

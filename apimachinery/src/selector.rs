@@ -69,13 +69,13 @@ impl Requirement {
                         .into(),
                 ));
             }
-            Operator::GreaterThan | Operator::LessThan => {
-                if values.len() != 1 || values[0].parse::<i64>().is_err() {
-                    return Err(SelectorError(format!(
-                        "values[0]: Invalid value: {:?}: for 'Gt', 'Lt' operators, the value must be an integer",
-                        values.first().cloned().unwrap_or_default()
-                    )));
-                }
+            Operator::GreaterThan | Operator::LessThan
+                if values.len() != 1 || values[0].parse::<i64>().is_err() =>
+            {
+                return Err(SelectorError(format!(
+                    "values[0]: Invalid value: {:?}: for 'Gt', 'Lt' operators, the value must be an integer",
+                    values.first().cloned().unwrap_or_default()
+                )));
             }
             _ => {}
         }
