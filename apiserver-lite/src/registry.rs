@@ -175,6 +175,26 @@ pub fn unchanged(new: &Value, old: &Value) -> bool {
     strip(new) == strip(old)
 }
 
+/// Folds a Secret's write-only `stringData` into `data` (base64), as upstream does on every
+/// write; `stringData` is never stored.
+pub fn fold_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(string_data) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else {
+        return;
+    };
+    let Some(entries) = string_data.as_object() else {
+        return;
+    };
+    if !obj["data"].is_object() {
+        obj["data"] = json!({});
+    }
+    for (k, v) in entries {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default());
+        obj["data"][k] = encoded.into();
+    }
+}
+
 /// The pod's QoS class from its containers' requests and limits.
 pub fn pod_qos_class(pod: &Value) -> &'static str {
     let containers: Vec<&Value> = ["containers", "initContainers"]
@@ -394,6 +414,13 @@ mod tests {
             pod_qos_class(&pod(json!({"requests": {"cpu": "1"}}))),
             "Burstable"
         );
+    }
+
+    #[test]
+    fn string_data_is_folded_into_data() {
+        let mut secret = json!({"data": {"a": "eA=="}, "stringData": {"b": "hunter2"}});
+        fold_string_data(&mut secret);
+        assert_eq!(secret, json!({"data": {"a": "eA==", "b": "aHVudGVyMg=="}}));
     }
 
     #[test]

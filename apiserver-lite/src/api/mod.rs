@@ -290,10 +290,17 @@ impl Api {
             }
             "/openapi/v3" => Ok(respond(Reply::ok(apimachinery::openapi::v3_root()))),
             "/openapi/v2" => {
-                if accept.is_some_and(|a| a.contains("protobuf") && !a.contains("json")) {
-                    return Err(ApiError::not_acceptable(
-                        "only application/json is served for /openapi/v2",
-                    ));
+                if accept.is_some_and(|a| a.contains("protobuf")) {
+                    let bytes =
+                        apimachinery::openapi_v2_proto::encode(&apimachinery::openapi::v2());
+                    let mut resp = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
+                    resp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(
+                            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                        ),
+                    );
+                    return Ok(resp);
                 }
                 Ok(respond(Reply::ok(apimachinery::openapi::v2())))
             }
