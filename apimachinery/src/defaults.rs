@@ -30,11 +30,9 @@ fn each(obj: &mut Value, key: &str, mut f: impl FnMut(&mut Value)) {
 /// Fills in the defaults of an object of the given kind.
 pub fn apply(group: &str, kind: &str, obj: &mut Value) {
     match (group, kind) {
-        ("", "Pod") => {
-            if obj["spec"].is_object() {
-                pod_spec(&mut obj["spec"], true);
-                pod_tolerations(&mut obj["spec"]);
-            }
+        ("", "Pod") if obj["spec"].is_object() => {
+            pod_spec(&mut obj["spec"], true);
+            pod_tolerations(&mut obj["spec"]);
         }
         ("", "Service") => service(obj),
         ("", "Namespace") => {

@@ -174,6 +174,12 @@ fn v3_path_to_v2(item: &Value) -> Value {
     Value::Object(out)
 }
 
+/// The JSON schema of one definition (e.g. `io.k8s.api.core.v1.PodSpec`), with `$ref`s to
+/// others, for readers that walk the structure of a kind.
+pub fn definition(name: &str) -> Option<&'static Value> {
+    crate::patch::definitions().get(name)
+}
+
 fn reference(name: &str) -> Value {
     json!({"$ref": format!("{SCHEMAS}{name}")})
 }

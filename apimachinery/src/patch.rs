@@ -188,7 +188,7 @@ const RETAIN_KEYS: &[(&str, &str)] = &[
 ];
 
 /// The JSON schemas of every definition reachable from the served kinds.
-fn definitions() -> &'static HashMap<String, Value> {
+pub(crate) fn definitions() -> &'static HashMap<String, Value> {
     static DEFS: OnceLock<HashMap<String, Value>> = OnceLock::new();
     DEFS.get_or_init(|| {
         let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();

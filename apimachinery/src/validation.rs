@@ -279,12 +279,10 @@ fn pod_spec(spec: &Value, field: &str, restart_policies: &[&str], errs: &mut Vec
             .as_object()
             .map_or(0, |m| m.keys().filter(|k| *k != "name").count());
         if sources == 0 {
-            errs.push(
-                FieldCause::required(format!("{at}")).with_detail("must specify a volume type"),
-            );
+            errs.push(FieldCause::required(at.clone()).with_detail("must specify a volume type"));
         } else if sources > 1 {
             errs.push(FieldCause::forbidden(
-                format!("{at}"),
+                at.clone(),
                 "may not specify more than 1 volume type",
             ));
         }

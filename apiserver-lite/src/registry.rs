@@ -175,6 +175,25 @@ pub fn unchanged(new: &Value, old: &Value) -> bool {
     strip(new) == strip(old)
 }
 
+/// Drops empty maps and lists that upstream's encoder omits (`omitempty` maps and slices of
+/// object metadata and config data), so `kubectl label x a-` leaves no `labels: {}`.
+pub fn drop_empty_fields(obj: &mut Value) {
+    let empty = |v: &Value| {
+        v.as_object().is_some_and(Map::is_empty) || v.as_array().is_some_and(Vec::is_empty)
+    };
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.retain(|k, v| {
+            !(matches!(
+                k.as_str(),
+                "labels" | "annotations" | "finalizers" | "ownerReferences"
+            ) && empty(v))
+        });
+    }
+    if let Some(m) = obj.as_object_mut() {
+        m.retain(|k, v| !(matches!(k.as_str(), "data" | "binaryData" | "stringData") && empty(v)));
+    }
+}
+
 /// Folds a Secret's write-only `stringData` into `data` (base64), as upstream does on every
 /// write; `stringData` is never stored.
 pub fn fold_string_data(obj: &mut Value) {

@@ -12,7 +12,7 @@ fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::from(n)),
+        any::<i64>().prop_map(Value::from),
         ".{0,12}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
@@ -42,6 +42,14 @@ proptest! {
         let base = if r.group.is_empty() { format!("/api/{}", r.version) } else { format!("/apis/{}/{}", r.group, r.version) };
         let path = if r.namespaced { format!("{base}/namespaces/{ns}/{}/{name}", r.plural) } else { format!("{base}/{}/{name}", r.plural) };
         prop_assert!(parse(&http::Method::GET, &path, None).is_ok(), "{}", path);
+    }
+
+    #[test]
+    fn protobuf_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..200)) {
+        let mut framed = b"k8s\0".to_vec();
+        framed.extend(&body);
+        let _ = super::protobuf::decode(&framed);
+        let _ = super::protobuf::decode(&body);
     }
 
     #[test]

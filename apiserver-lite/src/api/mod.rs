@@ -6,6 +6,7 @@ pub mod discovery;
 mod fuzz;
 pub mod negotiate;
 pub mod objects;
+pub mod protobuf;
 pub mod request;
 pub mod watch;
 

@@ -282,9 +282,7 @@ fn parse_body(req: &ApiRequest) -> Result<Value, ApiError> {
         "application/json" | "" | "*/*" => serde_json::from_slice(&req.body).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         }),
-        "application/vnd.kubernetes.protobuf" => Err(ApiError::unsupported_media_type(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
-        )),
+        "application/vnd.kubernetes.protobuf" => super::protobuf::decode(&req.body),
         other => Err(ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format ({other}) - accepted media types include: application/json, application/yaml"
         ))),
@@ -380,6 +378,10 @@ fn default_and_validate(
     obj: &mut Value,
     old: Option<&Value>,
 ) -> Result<(), ApiError> {
+    if (r.resource.group, r.resource.kind) == ("", "Secret") {
+        registry::fold_string_data(obj);
+    }
+    registry::drop_empty_fields(obj);
     defaults::apply(r.resource.group, r.resource.kind, obj);
     let name = meta::name(obj).unwrap_or_default().to_string();
     let mut causes = Vec::new();
