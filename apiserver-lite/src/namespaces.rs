@@ -17,6 +17,9 @@ use crate::api::Api;
 use crate::api::request::{Query, ResourceRequest, Verb};
 use crate::storage::{ListOptions, StoreError};
 
+/// How long after a namespace is marked its contents start to be deleted.
+const CONTENT_DELETION_DELAY: Duration = Duration::from_secs(1);
+
 /// Runs until `shutdown` turns true.
 pub async fn run(api: Arc<Api>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
@@ -24,7 +27,15 @@ pub async fn run(api: Arc<Api>, mut shutdown: tokio::sync::watch::Receiver<bool>
             tracing::warn!(error = %e, "namespace finalization pass failed; will retry");
         }
         tokio::select! {
-            _ = api.namespace_wakeup.notified() => {}
+            _ = api.namespace_wakeup.notified() => {
+                // Let a client that deletes a namespace and then its contents (`kubectl delete
+                // -f` of a manifest that starts with the namespace) finish first, as the
+                // upstream controller's queue and discovery pass do.
+                tokio::select! {
+                    _ = tokio::time::sleep(CONTENT_DELETION_DELAY) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = shutdown.changed() => return,
         }

@@ -806,10 +806,14 @@ fn bad_input_gets_kubectls_upstream_errors_and_a_non_zero_exit() {
         "{err}"
     );
     // Already exists.
+    let out = server.kubectl_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n",
+    );
+    assert!(out.fails().contains("Error from server (AlreadyExists): error when creating \"STDIN\": configmaps \"cfg\" already exists"), "{out:?}");
     let out = server.kubectl(&["create", "configmap", "cfg"]);
     assert!(
-        out.fails()
-            .contains("Error from server (AlreadyExists): configmaps \"cfg\" already exists"),
+        out.fails().contains("configmaps \"cfg\" already exists"),
         "{out:?}"
     );
     // Not found.
@@ -849,7 +853,7 @@ fn bad_input_gets_kubectls_upstream_errors_and_a_non_zero_exit() {
         dir,
         "anon.kubeconfig",
         &format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: not-a-valid-token\n",
             server.url
         ),
     );
@@ -861,7 +865,8 @@ fn bad_input_gets_kubectls_upstream_errors_and_a_non_zero_exit() {
         &[],
     );
     assert!(
-        out.fails().contains("Unauthorized") || out.stderr.contains("must be logged in"),
+        out.fails()
+            .contains("You must be logged in to the server (Unauthorized)"),
         "{out:?}"
     );
 }
