@@ -68,25 +68,25 @@ async fn call(
     }
 }
 
-/// Creates `obj` unless an object of its name exists.
+/// Creates `obj` unless an object of its name exists. Another API server over the same
+/// etcd may create it at the same moment: a failed create is fine if the object then exists.
 async fn ensure(api: &Arc<Api>, collection: &str, obj: Value) -> Result<(), ApiError> {
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-    match call(
-        api,
-        http::Method::GET,
-        &format!("{collection}/{name}"),
-        &Value::Null,
-    )
-    .await
-    {
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let item = format!("{collection}/{name}");
+    match call(api, http::Method::GET, &item, &Value::Null).await {
         Ok(_) => return Ok(()),
         Err(e) if e.code == 404 => {}
         Err(e) => return Err(e),
     }
     match call(api, http::Method::POST, collection, &obj).await {
         Ok(_) => Ok(()),
-        Err(e) if e.code == 409 => Ok(()),
-        Err(e) => Err(e),
+        Err(e) => match call(api, http::Method::GET, &item, &Value::Null).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(e),
+        },
     }
 }
 

@@ -15,7 +15,7 @@ use apiserver_lite::pki::{Pki, serving_names};
 use apiserver_lite::server::{Frontend, serve, tls_config};
 use apiserver_lite::storage::Store;
 use apiserver_lite::storage::sqlite::SqliteStore;
-use apiserver_lite::{bootstrap, namespaces};
+use apiserver_lite::{bootstrap, namespaces, storage};
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -102,7 +102,11 @@ async fn open_store(spec: &str, data_dir: &std::path::Path) -> anyhow::Result<Ar
         return Ok(Arc::new(store));
     }
     if spec.starts_with("etcd") {
-        bail!("--storage {spec:?}: the etcd backend is being merged");
+        let endpoints = storage::etcd::parse_url(spec).map_err(anyhow::Error::msg)?;
+        let store = storage::etcd::EtcdStore::connect(&endpoints)
+            .await
+            .with_context(|| format!("connecting to etcd at {spec}"))?;
+        return Ok(Arc::new(store));
     }
     bail!("--storage {spec:?}: expected `sqlite` or `etcd://host:port[,host:port]`")
 }

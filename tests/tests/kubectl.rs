@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use e2e::{ApiServer, kubectl_version, run_kubectl};
+use e2e::{ApiServer, Etcd, ServerOptions, kubectl_version, run_kubectl};
 
 const MANIFEST: &str = r#"
 apiVersion: v1
@@ -87,9 +87,9 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-#[test]
-fn apply_of_a_multi_document_manifest_creates_then_configures_then_leaves_unchanged() {
-    let server = ApiServer::start().unwrap();
+fn apply_of_a_multi_document_manifest_creates_then_configures_then_leaves_unchanged(
+    server: &ApiServer,
+) {
     let dir = server.data_dir.path();
     let file = write_file(dir, "app.yaml", MANIFEST);
     let out = server.kubectl(&["apply", "-f", &file]);
@@ -158,9 +158,7 @@ fn apply_of_a_multi_document_manifest_creates_then_configures_then_leaves_unchan
     assert_eq!(data.ok(), "aHVudGVyMg==");
 }
 
-#[test]
-fn get_prints_upstream_tables_and_every_output_format() {
-    let server = ApiServer::start().unwrap();
+fn get_prints_upstream_tables_and_every_output_format(server: &ApiServer) {
     let file = write_file(server.data_dir.path(), "app.yaml", MANIFEST);
     server.kubectl(&["apply", "-f", &file]).ok();
     let table = server
@@ -289,9 +287,7 @@ fn get_prints_upstream_tables_and_every_output_format() {
     );
 }
 
-#[test]
-fn label_annotate_patch_edit_replace_and_scale_change_objects() {
-    let server = ApiServer::start().unwrap();
+fn label_annotate_patch_edit_replace_and_scale_change_objects(server: &ApiServer) {
     let dir = server.data_dir.path();
     let file = write_file(dir, "app.yaml", MANIFEST);
     server.kubectl(&["apply", "-f", &file]).ok();
@@ -437,9 +433,7 @@ fn label_annotate_patch_edit_replace_and_scale_change_objects() {
     );
 }
 
-#[test]
-fn watch_wait_and_delete_with_each_propagation_policy() {
-    let server = ApiServer::start().unwrap();
+fn watch_wait_and_delete_with_each_propagation_policy(server: &ApiServer) {
     let file = write_file(server.data_dir.path(), "app.yaml", MANIFEST);
     server.kubectl(&["apply", "-f", &file]).ok();
     // get -w sees later changes.
@@ -614,9 +608,7 @@ fn watch_wait_and_delete_with_each_propagation_policy() {
     );
 }
 
-#[test]
-fn namespaces_terminate_and_refuse_new_content() {
-    let server = ApiServer::start().unwrap();
+fn namespaces_terminate_and_refuse_new_content(server: &ApiServer) {
     server.kubectl(&["create", "namespace", "gone"]).ok();
     server
         .kubectl(&[
@@ -677,9 +669,7 @@ fn namespaces_terminate_and_refuse_new_content() {
     );
 }
 
-#[test]
-fn create_with_generate_name_and_pods_bound_to_nodes_delete_gracefully() {
-    let server = ApiServer::start().unwrap();
+fn create_with_generate_name_and_pods_bound_to_nodes_delete_gracefully(server: &ApiServer) {
     let generated = server.kubectl_stdin(
         &["create", "-f", "-"],
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: gen-\n  namespace: default\n",
@@ -731,9 +721,7 @@ fn create_with_generate_name_and_pods_bound_to_nodes_delete_gracefully() {
     );
 }
 
-#[test]
-fn bad_input_gets_kubectls_upstream_errors_and_a_non_zero_exit() {
-    let server = ApiServer::start().unwrap();
+fn bad_input_gets_kubectls_upstream_errors_and_a_non_zero_exit(server: &ApiServer) {
     let dir = server.data_dir.path();
     let malformed = write_file(
         dir,
@@ -871,9 +859,7 @@ fn bad_input_gets_kubectls_upstream_errors_and_a_non_zero_exit() {
     );
 }
 
-#[test]
-fn older_and_newer_kubectl_versions_work_too() {
-    let server = ApiServer::start().unwrap();
+fn older_and_newer_kubectl_versions_work_too(server: &ApiServer) {
     let file = write_file(server.data_dir.path(), "app.yaml", MANIFEST);
     for minor in ["1.27", "1.33"] {
         let kubectl = kubectl_version(minor);
@@ -907,3 +893,42 @@ fn older_and_newer_kubectl_versions_work_too() {
             .ok();
     }
 }
+
+/// Runs each scenario against a fresh server on each storage backend.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $scenario() {
+                    let server = super::ApiServer::start().unwrap();
+                    super::$scenario(&server);
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[test]
+                fn $scenario() {
+                    let etcd = super::Etcd::start().unwrap();
+                    let options = super::ServerOptions { storage: Some(etcd.storage_flag()), ..Default::default() };
+                    let server = super::ApiServer::start_with(options).unwrap();
+                    super::$scenario(&server);
+                    drop(server);
+                    drop(etcd);
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    apply_of_a_multi_document_manifest_creates_then_configures_then_leaves_unchanged,
+    get_prints_upstream_tables_and_every_output_format,
+    label_annotate_patch_edit_replace_and_scale_change_objects,
+    watch_wait_and_delete_with_each_propagation_policy,
+    namespaces_terminate_and_refuse_new_content,
+    create_with_generate_name_and_pods_bound_to_nodes_delete_gracefully,
+    bad_input_gets_kubectls_upstream_errors_and_a_non_zero_exit,
+    older_and_newer_kubectl_versions_work_too,
+);

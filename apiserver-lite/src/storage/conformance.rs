@@ -176,8 +176,12 @@ async fn watch_resumes_with_exactly_the_missed_events(store: &dyn Store) {
 
 async fn compaction_expires_old_revisions(store: &dyn Store) {
     let old = store.create("/t/compact/a", b"1".to_vec()).await.unwrap();
+    let mid = store
+        .update("/t/compact/a", old.mod_revision, b"1.5".to_vec())
+        .await
+        .unwrap();
     let new = store
-        .update("/t/compact/a", old.mod_revision, b"2".to_vec())
+        .update("/t/compact/a", mid.mod_revision, b"2".to_vec())
         .await
         .unwrap();
     store.compact(new.mod_revision).await.unwrap();

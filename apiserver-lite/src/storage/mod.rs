@@ -6,7 +6,7 @@
 //! embedded default) and [`etcd::EtcdStore`]. Revisions are one counter for the whole store,
 //! exactly like etcd's, and become the objects' resourceVersions.
 
-// pub mod etcd; (next)
+pub mod etcd;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -172,8 +172,8 @@ pub trait Store: Send + Sync + 'static {
     /// Watches keys under `prefix`, starting with the first change after `after_revision`.
     async fn watch(&self, prefix: &str, after_revision: i64) -> StoreResult<WatchReceiver>;
 
-    /// Forgets history at and before `revision`: reads and watches from older revisions then
-    /// fail with [`StoreError::Compacted`].
+    /// Forgets history before `revision` (as etcd does, the revision itself stays readable):
+    /// reads at and watches from older revisions then fail with [`StoreError::Compacted`].
     async fn compact(&self, revision: i64) -> StoreResult<()>;
 
     /// The revision of the last compaction (0 if none).

@@ -547,7 +547,8 @@ impl Store for SqliteStore {
 
     async fn watch(&self, prefix: &str, after_revision: i64) -> StoreResult<WatchReceiver> {
         let compacted = self.compacted.load(Ordering::Acquire);
-        if after_revision < compacted {
+        // The compaction revision itself stays readable, as in etcd.
+        if after_revision + 1 < compacted {
             return Err(StoreError::Compacted {
                 requested: after_revision,
                 compacted,
