@@ -223,6 +223,12 @@ fn containers_and_images(spec: &Value) -> (String, String) {
     (names.join(","), images.join(","))
 }
 
+/// The `-o wide` tail of workload rows: containers, images, selector.
+fn workload_cells(pod_spec: &Value, selector: &Value) -> [Value; 3] {
+    let (c, i) = containers_and_images(pod_spec);
+    [json!(c), json!(i), json!(label_selector(selector))]
+}
+
 fn bool_ptr(v: &Value) -> String {
     match v.as_bool() {
         Some(true) => "True".into(),
@@ -439,54 +445,45 @@ pub fn row(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
             age_cell,
             json!(or_none(s(spec, "volumeMode"))),
         ],
-        ("apps", "Deployment") => {
-            let (c, i) = containers_and_images(&spec["template"]["spec"]);
-            vec![
-                name,
-                json!(format!(
-                    "{}/{}",
-                    int(status, "readyReplicas"),
-                    int(spec, "replicas")
-                )),
-                json!(int(status, "updatedReplicas")),
-                json!(int(status, "availableReplicas")),
-                age_cell,
-                json!(c),
-                json!(i),
-                json!(label_selector(&spec["selector"])),
-            ]
-        }
-        ("apps", "ReplicaSet") => {
-            let (c, i) = containers_and_images(&spec["template"]["spec"]);
-            vec![
-                name,
-                json!(int(spec, "replicas")),
-                json!(int(status, "replicas")),
-                json!(int(status, "readyReplicas")),
-                age_cell,
-                json!(c),
-                json!(i),
-                json!(label_selector(&spec["selector"])),
-            ]
-        }
-        ("apps", "DaemonSet") => {
-            let (c, i) = containers_and_images(&spec["template"]["spec"]);
-            vec![
-                name,
-                json!(int(status, "desiredNumberScheduled")),
-                json!(int(status, "currentNumberScheduled")),
-                json!(int(status, "numberReady")),
-                json!(int(status, "updatedNumberScheduled")),
-                json!(int(status, "numberAvailable")),
-                json!(format_labels(
-                    spec["template"]["spec"]["nodeSelector"].as_object()
-                )),
-                age_cell,
-                json!(c),
-                json!(i),
-                json!(label_selector(&spec["selector"])),
-            ]
-        }
+        ("apps", "Deployment") => vec![
+            name,
+            json!(format!(
+                "{}/{}",
+                int(status, "readyReplicas"),
+                int(spec, "replicas")
+            )),
+            json!(int(status, "updatedReplicas")),
+            json!(int(status, "availableReplicas")),
+            age_cell,
+        ]
+        .into_iter()
+        .chain(workload_cells(&spec["template"]["spec"], &spec["selector"]))
+        .collect(),
+        ("apps", "ReplicaSet") => vec![
+            name,
+            json!(int(spec, "replicas")),
+            json!(int(status, "replicas")),
+            json!(int(status, "readyReplicas")),
+            age_cell,
+        ]
+        .into_iter()
+        .chain(workload_cells(&spec["template"]["spec"], &spec["selector"]))
+        .collect(),
+        ("apps", "DaemonSet") => vec![
+            name,
+            json!(int(status, "desiredNumberScheduled")),
+            json!(int(status, "currentNumberScheduled")),
+            json!(int(status, "numberReady")),
+            json!(int(status, "updatedNumberScheduled")),
+            json!(int(status, "numberAvailable")),
+            json!(format_labels(
+                spec["template"]["spec"]["nodeSelector"].as_object()
+            )),
+            age_cell,
+        ]
+        .into_iter()
+        .chain(workload_cells(&spec["template"]["spec"], &spec["selector"]))
+        .collect(),
         ("apps", "StatefulSet") => {
             let (c, i) = containers_and_images(&spec["template"]["spec"]);
             vec![

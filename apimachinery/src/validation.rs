@@ -164,6 +164,26 @@ fn port_range(v: &Value, field: &str, errs: &mut Vec<FieldCause>) {
     }
 }
 
+/// A port number field and the protocol beside it.
+fn port_and_protocol(
+    port: &Value,
+    entry: &Value,
+    at: &str,
+    port_field: &str,
+    errs: &mut Vec<FieldCause>,
+) {
+    port_range(port, &format!("{at}.{port_field}"), errs);
+    if let Some(proto) = entry["protocol"].as_str()
+        && !PROTOCOLS.contains(&proto)
+    {
+        errs.push(FieldCause::not_supported(
+            format!("{at}.protocol"),
+            proto,
+            PROTOCOLS,
+        ));
+    }
+}
+
 fn containers(list: &Value, field: &str, seen: &mut Vec<String>, errs: &mut Vec<FieldCause>) {
     for (i, c) in list.as_array().into_iter().flatten().enumerate() {
         let at = format!("{field}[{i}]");
@@ -183,20 +203,13 @@ fn containers(list: &Value, field: &str, seen: &mut Vec<String>, errs: &mut Vec<
             errs.push(FieldCause::required(format!("{at}.image")));
         }
         for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
-            port_range(
+            port_and_protocol(
                 &p["containerPort"],
-                &format!("{at}.ports[{j}].containerPort"),
+                p,
+                &format!("{at}.ports[{j}]"),
+                "containerPort",
                 errs,
             );
-            if let Some(proto) = p["protocol"].as_str()
-                && !PROTOCOLS.contains(&proto)
-            {
-                errs.push(FieldCause::not_supported(
-                    format!("{at}.ports[{j}].protocol"),
-                    proto,
-                    PROTOCOLS,
-                ));
-            }
         }
         if let Some(policy) = c["imagePullPolicy"].as_str()
             && !["Always", "IfNotPresent", "Never"].contains(&policy)
@@ -536,16 +549,7 @@ fn service(obj: &Value, errs: &mut Vec<FieldCause>) {
                 names_seen.push(n);
             }
         }
-        port_range(&p["port"], &format!("{at}.port"), errs);
-        if let Some(proto) = p["protocol"].as_str()
-            && !PROTOCOLS.contains(&proto)
-        {
-            errs.push(FieldCause::not_supported(
-                format!("{at}.protocol"),
-                proto,
-                PROTOCOLS,
-            ));
-        }
+        port_and_protocol(&p["port"], p, &at, "port", errs);
         if let Some(n) = p["nodePort"].as_i64()
             && n != 0
             && !matches!(ty, "NodePort" | "LoadBalancer")

@@ -116,6 +116,22 @@ impl EtcdStore {
         Ok(store)
     }
 
+    /// Runs a transaction; returns the answer and the revision it was applied at.
+    async fn txn(
+        &self,
+        txn: Txn,
+        operation: &'static str,
+    ) -> StoreResult<(etcd_client::TxnResponse, i64)> {
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(err(operation))?;
+        let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+        Ok((resp, rev))
+    }
+
     async fn current(&self, key: &str) -> StoreResult<Option<KeyValue>> {
         let resp = self
             .client
@@ -137,16 +153,10 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value.clone(), None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(err("create"))?;
+        let (resp, rev) = self.txn(txn, "create").await?;
         if !resp.succeeded() {
             return Err(StoreError::AlreadyExists { key: key.into() });
         }
-        let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
         Ok(KeyValue {
             key: key.into(),
             value,
@@ -173,13 +183,7 @@ impl Store for EtcdStore {
                 Some(etcd_client::PutOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(err("update"))?;
-        let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+        let (resp, rev) = self.txn(txn, "update").await?;
         if resp.succeeded() {
             let create_revision = match resp.op_responses().first() {
                 Some(TxnOpResponse::Put(p)) => {
@@ -220,13 +224,7 @@ impl Store for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(err("delete"))?;
-        let rev = resp.header().map(|h| h.revision()).unwrap_or_default();
+        let (resp, rev) = self.txn(txn, "delete").await?;
         if resp.succeeded() {
             let prev = match resp.op_responses().first() {
                 Some(TxnOpResponse::Delete(d)) => d.prev_kvs().first().map(to_kv),
@@ -272,10 +270,7 @@ impl Store for EtcdStore {
                 revision_error(e, options.revision.unwrap_or_default(), compacted, "list")
             })?;
         let mut items: Vec<KeyValue> = resp.kvs().iter().map(to_kv).collect();
-        let more = options.limit.is_some_and(|l| items.len() > l) || resp.more();
-        if let Some(l) = options.limit {
-            items.truncate(l);
-        }
+        let more = super::trim_page(&mut items, options.limit) || resp.more();
         let revision = options
             .revision
             .unwrap_or_else(|| resp.header().map(|h| h.revision()).unwrap_or_default());

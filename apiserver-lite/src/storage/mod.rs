@@ -180,6 +180,17 @@ pub trait Store: Send + Sync + 'static {
     async fn compacted_revision(&self) -> StoreResult<i64>;
 }
 
+/// Trims a range read of `limit + 1` items to the page, telling whether more remain.
+pub(crate) fn trim_page(items: &mut Vec<KeyValue>, limit: Option<usize>) -> bool {
+    match limit {
+        Some(l) if items.len() > l => {
+            items.truncate(l);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// The first key after every key with `prefix`: the end of a prefix range.
 pub fn prefix_end(prefix: &str) -> String {
     let mut bytes = prefix.as_bytes().to_vec();

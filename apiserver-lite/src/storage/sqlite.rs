@@ -530,10 +530,7 @@ impl Store for SqliteStore {
                 rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend_err("list"))
             })
             .await?;
-        let more = options.limit.is_some_and(|l| items.len() > l);
-        if let Some(l) = options.limit {
-            items.truncate(l);
-        }
+        let more = super::trim_page(&mut items, options.limit);
         Ok(ListResult {
             items,
             revision,
