@@ -17,7 +17,7 @@ use apimachinery::status::{ApiError, FieldCause};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::storage::{ListOptions, Store, StoreError};
+use crate::storage::{Store, StoreError, list_all};
 
 const IP_PREFIX: &str = "/registry/ranges/serviceips/";
 const PORT_PREFIX: &str = "/registry/ranges/servicenodeports/";
@@ -456,12 +456,7 @@ impl Admission {
     /// Makes the allocation keys agree with the stored Services: adds missing ones, removes
     /// ones no Service uses.
     pub async fn repair(&self, store: Arc<dyn Store>) -> Result<(), StoreError> {
-        let services = store
-            .list(&ListOptions {
-                prefix: "/registry/services/".into(),
-                ..Default::default()
-            })
-            .await?;
+        let services = list_all(store.as_ref(), "/registry/services/").await?;
         let mut wanted: HashSet<String> = HashSet::new();
         for kv in &services.items {
             let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) else {
@@ -481,12 +476,7 @@ impl Admission {
             }
         }
         for prefix in [IP_PREFIX, PORT_PREFIX] {
-            let keys = store
-                .list(&ListOptions {
-                    prefix: prefix.into(),
-                    ..Default::default()
-                })
-                .await?;
+            let keys = list_all(store.as_ref(), prefix).await?;
             for kv in keys.items {
                 // Only keys older than the service list can be orphans; newer ones belong to
                 // creates under way.
@@ -503,6 +493,7 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::ListOptions;
     use crate::storage::sqlite::SqliteStore;
 
     fn admission() -> Admission {

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::api::Api;
 use crate::api::request::{Query, ResourceRequest, Verb};
-use crate::storage::{ListOptions, StoreError};
+use crate::storage::{StoreError, list_all};
 
 /// How long after a namespace is marked its contents start to be deleted.
 const CONTENT_DELETION_DELAY: Duration = Duration::from_secs(1);
@@ -48,13 +48,7 @@ pub fn finalize_soon(api: &Api, _name: &str) {
 }
 
 async fn finalize_all(api: &Api) -> Result<(), StoreError> {
-    let namespaces = api
-        .store
-        .list(&ListOptions {
-            prefix: "/registry/namespaces/".into(),
-            ..Default::default()
-        })
-        .await?;
+    let namespaces = list_all(api.store.as_ref(), "/registry/namespaces/").await?;
     for kv in namespaces.items {
         let Ok(ns) = serde_json::from_slice::<Value>(&kv.value) else {
             continue;
@@ -93,13 +87,11 @@ async fn empty_namespace(api: &Api, namespace: &str) -> Result<usize, StoreError
         .iter()
         .filter(|r| r.namespaced && r.storage_of.is_none())
     {
-        let listed = api
-            .store
-            .list(&ListOptions {
-                prefix: format!("{}{namespace}/", r.storage_prefix()),
-                ..Default::default()
-            })
-            .await?;
+        let listed = list_all(
+            api.store.as_ref(),
+            &format!("{}{namespace}/", r.storage_prefix()),
+        )
+        .await?;
         for kv in listed.items {
             remaining += 1;
             let name = kv.key.rsplit('/').next().unwrap_or_default().to_string();

@@ -1063,12 +1063,7 @@ async fn delete_collection(
 ) -> Result<Reply, ApiError> {
     let options = delete_options(req, &r.query)?;
     let selection = Selection::from_query(r)?;
-    let listed = api
-        .store
-        .list(&ListOptions {
-            prefix: collection_prefix(r),
-            ..Default::default()
-        })
+    let listed = crate::storage::list_all(api.store.as_ref(), &collection_prefix(r))
         .await
         .map_err(store_err(r, ""))?;
     let mut deleted = Vec::new();
@@ -1212,12 +1207,10 @@ async fn list(api: &Api, r: &ResourceRequest) -> Result<Reply, ApiError> {
     loop {
         let want = limit.map(|l| l - items.len());
         // Selectors filter after the read, so read more than the limit asks for.
-        let chunk = want.map(|w| {
-            if selection.is_everything() {
-                w
-            } else {
-                w.max(500)
-            }
+        let chunk = Some(match want {
+            Some(w) if selection.is_everything() => w.min(crate::storage::PAGE),
+            Some(w) => w.max(crate::storage::PAGE),
+            None => crate::storage::PAGE,
         });
         let page = api
             .store

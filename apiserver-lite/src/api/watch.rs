@@ -25,7 +25,7 @@ use super::negotiate::Format;
 use super::objects::{Selection, collection_prefix, from_store, table, table_kind};
 use super::request::ResourceRequest;
 use super::{Api, Body, WatchSlot};
-use crate::storage::{EventType, ListOptions, StoreError};
+use crate::storage::{EventType, StoreError};
 
 /// Starts a watch and returns the streaming response.
 pub async fn serve(
@@ -58,12 +58,7 @@ pub async fn serve(
     }
     let initial_events = send_initial.unwrap_or(rv.is_none() || rv == Some("0"));
     let (start, initial) = if initial_events {
-        let listed = api
-            .store
-            .list(&ListOptions {
-                prefix: prefix.clone(),
-                ..Default::default()
-            })
+        let listed = crate::storage::list_all(api.store.as_ref(), &prefix)
             .await
             .map_err(ApiError::internal)?;
         let mut objects = Vec::new();

@@ -20,6 +20,22 @@ pub(crate) async fn run(store: &dyn Store) {
     list_pages_are_consistent_at_one_revision(store).await;
     watch_resumes_with_exactly_the_missed_events(store).await;
     compaction_expires_old_revisions(store).await;
+    reading_everything_pages_at_one_revision(store).await;
+}
+
+async fn reading_everything_pages_at_one_revision(store: &dyn Store) {
+    let total = super::PAGE * 2 + 7;
+    let writes = (0..total)
+        .map(|i| async move { store.create(&format!("/t/all/{i:05}"), b"x".to_vec()).await });
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    let all = super::list_all(store, "/t/all/").await.unwrap();
+    assert_eq!(all.items.len(), total);
+    assert!(
+        all.items.windows(2).all(|w| w[0].key < w[1].key),
+        "in key order, no repeats"
+    );
 }
 
 async fn create_get_update_delete(store: &dyn Store) {

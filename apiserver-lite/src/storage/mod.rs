@@ -180,6 +180,31 @@ pub trait Store: Send + Sync + 'static {
     async fn compacted_revision(&self) -> StoreResult<i64>;
 }
 
+/// How many keys one range read of [`list_all`] asks for: bounded so no single response of
+/// either backend grows past its message limits (etcd's gRPC default is 4 MiB).
+pub const PAGE: usize = 500;
+
+/// Reads every key under `prefix`, page by page at the revision of the first page, so the
+/// result is one consistent snapshot however many keys there are.
+pub async fn list_all(store: &dyn Store, prefix: &str) -> StoreResult<ListResult> {
+    let mut out = ListResult::default();
+    let mut options = ListOptions {
+        prefix: prefix.to_string(),
+        limit: Some(PAGE),
+        ..Default::default()
+    };
+    loop {
+        let page = store.list(&options).await?;
+        out.revision = page.revision;
+        options.revision = Some(page.revision);
+        options.start_after = page.items.last().map(|kv| kv.key.clone());
+        out.items.extend(page.items);
+        if !page.more {
+            return Ok(out);
+        }
+    }
+}
+
 /// Trims a range read of `limit + 1` items to the page, telling whether more remain.
 pub(crate) fn trim_page(items: &mut Vec<KeyValue>, limit: Option<usize>) -> bool {
     match limit {
