@@ -111,8 +111,18 @@ async fn open_store(spec: &str, data_dir: &std::path::Path) -> anyhow::Result<Ar
     bail!("--storage {spec:?}: expected `sqlite` or `etcd://host:port[,host:port]`")
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Blocking work is SQLite reads on four connections: a small pool is enough, and it keeps
+    // the allocator from growing one arena per short-lived thread under load.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(8)
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -1245,7 +1245,8 @@ async fn list(api: &Api, r: &ResourceRequest) -> Result<Reply, ApiError> {
         if !page.more {
             break;
         }
-        start_after = last_key;
+        // Past deleted keys too, so a page of nothing but deletions still moves on.
+        start_after = page.last_key.clone().or(last_key);
     }
     let rv = read_at.unwrap_or_default().to_string();
     Ok(Reply::ok(list_body(r.resource, items, &rv, cont)))

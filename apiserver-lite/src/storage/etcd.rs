@@ -271,6 +271,7 @@ impl Store for EtcdStore {
             })?;
         let mut items: Vec<KeyValue> = resp.kvs().iter().map(to_kv).collect();
         let more = super::trim_page(&mut items, options.limit) || resp.more();
+        let last_key = items.last().map(|kv| kv.key.clone());
         let revision = options
             .revision
             .unwrap_or_else(|| resp.header().map(|h| h.revision()).unwrap_or_default());
@@ -278,6 +279,7 @@ impl Store for EtcdStore {
             items,
             revision,
             more,
+            last_key,
         })
     }
 

@@ -74,6 +74,9 @@ pub struct ListResult {
     pub revision: i64,
     /// Whether keys remain after the last item.
     pub more: bool,
+    /// The last key the read examined (it may be past the last item when deleted keys were
+    /// skipped): where the next page starts.
+    pub last_key: Option<String>,
 }
 
 /// Why a store operation failed.
@@ -197,7 +200,7 @@ pub async fn list_all(store: &dyn Store, prefix: &str) -> StoreResult<ListResult
         let page = store.list(&options).await?;
         out.revision = page.revision;
         options.revision = Some(page.revision);
-        options.start_after = page.items.last().map(|kv| kv.key.clone());
+        options.start_after = page.last_key.clone();
         out.items.extend(page.items);
         if !page.more {
             return Ok(out);

@@ -71,8 +71,7 @@ struct WriteRequest {
 pub struct SqliteStore {
     path: PathBuf,
     writer: mpsc::Sender<WriteRequest>,
-    readers: Arc<Vec<Mutex<Connection>>>,
-    next_reader: AtomicUsize,
+    readers: Arc<ReaderPool>,
     revision: Arc<AtomicI64>,
     compacted: Arc<AtomicI64>,
     events: broadcast::Sender<Arc<Vec<Event>>>,
@@ -163,8 +162,10 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_path_buf(),
             writer,
-            readers: Arc::new(readers),
-            next_reader: AtomicUsize::new(0),
+            readers: Arc::new(ReaderPool {
+                connections: readers,
+                next: AtomicUsize::new(0),
+            }),
             revision,
             compacted,
             events,
@@ -185,21 +186,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        let readers = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            for i in 0..readers.len() {
-                if let Ok(conn) = readers[(start + i) % readers.len()].try_lock() {
-                    return f(&conn);
-                }
-            }
-            let conn = readers[start % readers.len()]
-                .lock()
-                .map_err(|_| StoreError::Closed)?;
-            f(&conn)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        ReaderPool::read(&self.readers, f).await
     }
 
     fn check_revision(&self, requested: i64) -> StoreResult<()> {
@@ -215,6 +202,38 @@ impl SqliteStore {
             return Err(StoreError::FutureRevision { requested, current });
         }
         Ok(())
+    }
+}
+
+/// The read-only connections every read and watch shares (a watch holds none between reads,
+/// so thousands of watches cost no file descriptors).
+struct ReaderPool {
+    connections: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl ReaderPool {
+    /// Runs `f` on a free connection (or waits for one) on the blocking pool.
+    async fn read<T: Send + 'static>(
+        pool: &Arc<ReaderPool>,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let start = pool.next.fetch_add(1, Ordering::Relaxed);
+        let pool = pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let n = pool.connections.len();
+            for i in 0..n {
+                if let Ok(conn) = pool.connections[(start + i) % n].try_lock() {
+                    return f(&conn);
+                }
+            }
+            let conn = pool.connections[start % n]
+                .lock()
+                .map_err(|_| StoreError::Closed)?;
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
     }
 }
 
@@ -514,27 +533,40 @@ impl Store for SqliteStore {
         };
         let end = prefix_end(&options.prefix);
         let fetch = options.limit.map(|l| l as i64 + 1).unwrap_or(-1);
-        let mut items = self
+        // The page limit applies to keys (the newest row of each at the revision), deleted
+        // ones included, so a page costs what it returns, not the whole range.
+        let mut rows = self
             .read(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(
-                        "SELECT kv.rev, kv.key, kv.create_rev, kv.value FROM kv
-                         JOIN (SELECT MAX(rev) AS rev FROM kv WHERE key >= ?1 AND key < ?2 AND rev <= ?3 GROUP BY key) AS newest
+                        "SELECT kv.rev, kv.key, kv.create_rev, kv.value, kv.deleted FROM kv
+                         JOIN (SELECT MAX(rev) AS rev FROM kv WHERE key >= ?1 AND key < ?2 AND rev <= ?3
+                               GROUP BY key ORDER BY key LIMIT ?4) AS newest
                            ON kv.rev = newest.rev
-                         WHERE kv.deleted = 0 ORDER BY kv.key LIMIT ?4",
+                         ORDER BY kv.key",
                     )
                     .map_err(backend_err("list"))?;
                 let rows = stmt
-                    .query_map(params![start, end, revision, fetch], row_to_kv)
+                    .query_map(params![start, end, revision, fetch], |row| Ok((row_to_kv(row)?, row.get::<_, i64>(4)? != 0)))
                     .map_err(backend_err("list"))?;
                 rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend_err("list"))
             })
             .await?;
-        let more = super::trim_page(&mut items, options.limit);
+        let more = options.limit.is_some_and(|l| rows.len() > l);
+        if let Some(l) = options.limit {
+            rows.truncate(l);
+        }
+        let last_key = rows.last().map(|(kv, _)| kv.key.clone());
+        let items = rows
+            .into_iter()
+            .filter(|(_, deleted)| !deleted)
+            .map(|(kv, _)| kv)
+            .collect();
         Ok(ListResult {
             items,
             revision,
             more,
+            last_key,
         })
     }
 
@@ -553,11 +585,10 @@ impl Store for SqliteStore {
         }
         let live = self.events.subscribe();
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let reader = open_connection(&self.path, true).map_err(backend_err("watch"))?;
         let follower = WatchFollower {
             prefix: prefix.to_string(),
             last: after_revision,
-            reader: Some(reader),
+            readers: self.readers.clone(),
             tx,
         };
         tokio::spawn(follower.run(live));
@@ -582,23 +613,18 @@ impl Store for SqliteStore {
 struct WatchFollower {
     prefix: String,
     last: i64,
-    reader: Option<Connection>,
+    readers: Arc<ReaderPool>,
     tx: mpsc::Sender<StoreResult<Event>>,
 }
 
 impl WatchFollower {
     /// The next events from the table, read on the blocking pool.
     async fn read_history(&mut self) -> StoreResult<Vec<Event>> {
-        let conn = self.reader.take().ok_or(StoreError::Closed)?;
         let (prefix, last) = (self.prefix.clone(), self.last);
-        let (conn, events) = tokio::task::spawn_blocking(move || {
-            let events = history(&conn, &prefix, last, 1000);
-            (conn, events)
+        ReaderPool::read(&self.readers, move |conn| {
+            history(conn, &prefix, last, 1000).map_err(backend_err("watch"))
         })
         .await
-        .map_err(|_| StoreError::Closed)?;
-        self.reader = Some(conn);
-        events.map_err(backend_err("watch"))
     }
 
     async fn run(mut self, mut live: broadcast::Receiver<Arc<Vec<Event>>>) {
