@@ -105,19 +105,18 @@ fn object_meta(group: &str, kind: &str, obj: &Value, errs: &mut Vec<FieldCause>)
             errs.push(FieldCause::invalid("metadata.labels", value, p));
         }
     }
-    let mut annotation_bytes = 0;
-    for (k, v) in meta["annotations"].as_object().into_iter().flatten() {
+    let annotations = meta["annotations"].as_object().cloned().unwrap_or_default();
+    for k in annotations.keys() {
         for p in names::qualified_name(&k.to_lowercase()) {
             errs.push(FieldCause::invalid("metadata.annotations", k.as_str(), p));
         }
-        annotation_bytes += k.len() + v.as_str().map_or(0, str::len);
     }
-    if annotation_bytes > names::MAX_ANNOTATIONS_BYTES {
+    if let Some(too_big) = names::annotations_size(&annotations) {
         errs.push(FieldCause::new(
             crate::status::CauseType::TooLong,
             "metadata.annotations",
             None,
-            format!("must have at most {} bytes", names::MAX_ANNOTATIONS_BYTES),
+            too_big,
         ));
     }
 }
