@@ -118,7 +118,7 @@ pub(crate) fn table_kind(r: &ResourceRequest) -> (&'static str, &'static str) {
     }
 }
 
-/// A meta.k8s.io Table of `objects`.
+/// A meta.k8s.io Table of `objects` in the Table version the client asked for.
 pub(crate) fn table(
     group: &str,
     kind: &str,
@@ -128,28 +128,18 @@ pub(crate) fn table(
     cont: Option<&str>,
     version: &str,
 ) -> Value {
-    let now = jiff::Timestamp::now();
-    let columns: Vec<Value> = printers::columns(group, kind)
-        .iter()
-        .map(|c| json!({"name": c.name, "type": c.type_, "format": c.format, "description": c.description, "priority": c.priority}))
-        .collect();
-    let rows: Vec<Value> = objects
-        .iter()
-        .map(|o| {
-            let mut row = json!({"cells": printers::row(group, kind, o, now)});
-            match include {
-                "None" => {}
-                "Object" => row["object"] = o.clone(),
-                _ => row["object"] = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}),
-            }
-            row
-        })
-        .collect();
-    let mut metadata = json!({"resourceVersion": rv});
-    if let Some(c) = cont {
-        metadata["continue"] = c.into();
-    }
-    json!({"kind": "Table", "apiVersion": format!("meta.k8s.io/{version}"), "metadata": metadata, "columnDefinitions": columns, "rows": rows})
+    let include = include.parse().unwrap_or(printers::IncludeObject::Metadata);
+    let mut t = printers::table(
+        group,
+        kind,
+        objects,
+        jiff::Timestamp::now(),
+        include,
+        rv,
+        cont.unwrap_or(""),
+    );
+    t["apiVersion"] = format!("meta.k8s.io/{version}").into();
+    t
 }
 
 fn store_err(r: &ResourceRequest, name: &str) -> impl Fn(StoreError) -> ApiError {
