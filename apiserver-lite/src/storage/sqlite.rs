@@ -29,8 +29,10 @@ use super::{
 const BACKEND: &str = "sqlite";
 /// Write operations committed together at most.
 const MAX_BATCH: usize = 512;
-/// Batches of events the broadcast keeps for slow watchers before they re-read the table.
-const BROADCAST_CAPACITY: usize = 4096;
+/// Batches of committed events the broadcast keeps. The ring holds its values until they
+/// are overwritten, so it is kept small: a watcher that falls further behind re-reads the
+/// table, which has every event anyway.
+const BROADCAST_CAPACITY: usize = 64;
 /// Events buffered per watcher.
 const WATCH_BUFFER: usize = 1024;
 const READERS: usize = 4;
@@ -682,6 +684,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
         super::super::conformance::run(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watcher_far_behind_the_broadcast_still_sees_every_event_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        let mut rx = store.watch("/lag/", 0).await.unwrap();
+        // Far more commits than the broadcast keeps, while the watcher reads nothing.
+        let total = BROADCAST_CAPACITY * 20 + WATCH_BUFFER;
+        for i in 0..total {
+            store
+                .create(&format!("/lag/{i:06}"), vec![1])
+                .await
+                .unwrap();
+        }
+        let mut last = 0;
+        for i in 0..total {
+            let ev = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(ev.kv.key, format!("/lag/{i:06}"));
+            assert!(ev.kv.mod_revision > last);
+            last = ev.kv.mod_revision;
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
