@@ -199,8 +199,12 @@ impl Frontend {
             },
             None => return error_response(&ApiError::unauthorized()),
         };
-        let long_running = is_watch(&req);
-        let _permit = if long_running {
+        // Watches, health checks and system:masters (the cluster's own components and admins)
+        // are not limited, as upstream's max-in-flight filter exempts them.
+        let exempt = is_watch(&req)
+            || anonymous_paths(&path)
+            || user.groups.iter().any(|g| g == "system:masters");
+        let _permit = if exempt {
             None
         } else {
             match self.inflight.try_acquire() {

@@ -41,6 +41,34 @@ fn bearer_tokens_from_the_token_file_authenticate_and_unknown_ones_get_401() {
 }
 
 #[test]
+fn requests_beyond_the_in_flight_limit_get_429_but_admins_and_health_checks_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "user-token,bob,uid-2\n").unwrap();
+    let server = ApiServer::start_with(ServerOptions {
+        extra_args: vec![
+            "--token-auth-file".into(),
+            tokens.display().to_string(),
+            "--max-requests-inflight".into(),
+            "0".into(),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let user = token_kubeconfig(&server, "user-token");
+    let out = run_kubectl(
+        "kubectl",
+        &user,
+        &["get", "--raw", "/api/v1/namespaces"],
+        None,
+        &[],
+    );
+    assert!(out.fails().contains("Too many requests"), "{out:?}");
+    server.kubectl(&["get", "ns", "default"]).ok();
+    run_kubectl("kubectl", &user, &["get", "--raw", "/readyz"], None, &[]).ok();
+}
+
+#[test]
 fn server_side_dry_run_validates_and_stores_nothing() {
     let server = ApiServer::start().unwrap();
     let out = server.kubectl(&[
