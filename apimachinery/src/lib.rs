@@ -14,7 +14,6 @@ pub mod fields;
 pub mod meta;
 pub mod names;
 pub mod openapi;
-pub mod openapi_v2_proto;
 pub mod patch;
 pub mod printers;
 pub mod resources;

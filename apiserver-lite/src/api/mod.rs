@@ -292,14 +292,13 @@ impl Api {
             "/openapi/v3" => Ok(respond(Reply::ok(apimachinery::openapi::v3_root()))),
             "/openapi/v2" => {
                 if accept.is_some_and(|a| a.contains("protobuf")) {
-                    let bytes =
-                        apimachinery::openapi_v2_proto::encode(&apimachinery::openapi::v2());
-                    let mut resp = Response::new(Full::new(Bytes::from(bytes)).boxed_unsync());
+                    let mut resp = Response::new(
+                        Full::new(Bytes::from_static(apimachinery::openapi::v2_protobuf()))
+                            .boxed_unsync(),
+                    );
                     resp.headers_mut().insert(
                         header::CONTENT_TYPE,
-                        HeaderValue::from_static(
-                            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
-                        ),
+                        HeaderValue::from_static(apimachinery::openapi::V2_PROTOBUF_CONTENT_TYPE),
                     );
                     return Ok(resp);
                 }
