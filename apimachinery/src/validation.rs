@@ -360,13 +360,8 @@ fn pod_update(new: &Value, old: &Value, errs: &mut Vec<FieldCause>) {
         }
         s
     };
-    let old_unbound = old["spec"]["nodeName"].as_str().is_none_or(str::is_empty);
-    let mut new_spec = strip(&new["spec"]);
-    if old_unbound && let Some(m) = new_spec.as_object_mut() {
-        // The binding subresource sets nodeName; an update may not.
-        m.insert("nodeName".into(), old["spec"]["nodeName"].clone());
-    }
-    if new_spec != strip(&old["spec"]) {
+    // nodeName included: only the binding subresource sets it.
+    if strip(&new["spec"]) != strip(&old["spec"]) {
         errs.push(FieldCause::forbidden(
             "spec",
             "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
@@ -838,6 +833,18 @@ mod tests {
         let old = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "a"}]}});
         let image = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "b"}]}});
         assert!(validate("", "Pod", &image, Some(&old)).is_empty());
+        let pending = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a"}]}, "status": {"phase": "Pending"}});
+        let status_only = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "a"}]}, "status": {"phase": "Pending", "conditions": []}});
+        assert!(
+            validate("", "Pod", &status_only, Some(&pending)).is_empty(),
+            "unscheduled pods take status updates"
+        );
+        let self_bound = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "a"}]}});
+        assert_eq!(
+            validate("", "Pod", &self_bound, Some(&pending)).len(),
+            1,
+            "updates may not bind"
+        );
         let cmd = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "a", "command": ["x"]}]}});
         let c = validate("", "Pod", &cmd, Some(&old));
         assert_eq!(c.len(), 1);

@@ -3,7 +3,8 @@
 //!
 //! Layers, outermost first: [`server`] (TLS, HTTP, limits, shutdown) → [`auth`] → [`api`]
 //! (routing, discovery, the verbs) → [`admission`] and [`registry`] (per-kind rules) →
-//! [`storage`]. [`bootstrap`] and [`namespaces`] are the server's own background work.
+//! [`storage`]. [`bootstrap`] and [`namespaces`] are the server's own background work;
+//! [`scheduler`] is an ordinary API client that runs in the same process by default.
 
 pub mod admission;
 pub mod api;
@@ -13,5 +14,6 @@ pub mod conversion;
 pub mod namespaces;
 pub mod pki;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 pub mod storage;

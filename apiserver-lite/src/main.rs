@@ -15,7 +15,7 @@ use apiserver_lite::pki::{Pki, serving_names};
 use apiserver_lite::server::{Frontend, serve, tls_config};
 use apiserver_lite::storage::Store;
 use apiserver_lite::storage::sqlite::SqliteStore;
-use apiserver_lite::{bootstrap, namespaces, storage};
+use apiserver_lite::{bootstrap, namespaces, scheduler, storage};
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -69,6 +69,16 @@ struct Args {
     /// Seconds to let requests in flight finish on shutdown.
     #[arg(long, default_value_t = 30)]
     shutdown_drain_seconds: u64,
+    /// Run the scheduler in this process (as a client of this server).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    scheduler: bool,
+    /// Run only the scheduler, against the API server of `--kubeconfig` (any Kubernetes API
+    /// server); no API server is started.
+    #[arg(long)]
+    scheduler_only: bool,
+    /// Kubeconfig for `--scheduler-only` (default: the usual kubeconfig lookup).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
 }
 
 fn node_addresses() -> Vec<IpAddr> {
@@ -81,6 +91,42 @@ fn node_addresses() -> Vec<IpAddr> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+async fn client_from_kubeconfig(path: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match path {
+        Some(p) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// `--scheduler-only`: the scheduler against any API server, until SIGTERM/SIGINT.
+async fn run_scheduler_only(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let client = client_from_kubeconfig(kubeconfig).await?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let task = tokio::spawn(scheduler::run(
+        client,
+        scheduler::DEFAULT_SCHEDULER,
+        shutdown_rx,
+    ));
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    Ok(())
 }
 
 fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
@@ -130,6 +176,9 @@ async fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.scheduler_only {
+        return run_scheduler_only(args.kubeconfig.as_deref()).await;
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let node_ips = node_addresses();
@@ -217,9 +266,19 @@ async fn run() -> anyhow::Result<()> {
         listener,
         tls_config(&pki)?,
         frontend,
-        shutdown_rx,
+        shutdown_rx.clone(),
         Duration::from_secs(args.shutdown_drain_seconds),
     ));
+    if args.scheduler {
+        let client = client_from_kubeconfig(Some(&kubeconfig))
+            .await
+            .context("scheduler client")?;
+        tokio::spawn(scheduler::run(
+            client,
+            scheduler::DEFAULT_SCHEDULER,
+            shutdown_rx.clone(),
+        ));
+    }
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}

@@ -171,7 +171,12 @@ fn watches_beyond_the_cap_get_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_are_bound_get_status_updates_and_are_evicted_through_subresources() {
-    let server = ApiServer::start().unwrap();
+    // This test binds the pod itself.
+    let server = ApiServer::start_with(ServerOptions {
+        extra_args: vec!["--scheduler=false".into()],
+        ..Default::default()
+    })
+    .unwrap();
     let client = server.client().await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod = Pod {
