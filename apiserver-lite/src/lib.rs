@@ -10,6 +10,7 @@ pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod controllers;
 pub mod conversion;
 pub mod namespaces;
 pub mod pki;

@@ -15,7 +15,7 @@ use apiserver_lite::pki::{Pki, serving_names};
 use apiserver_lite::server::{Frontend, serve, tls_config};
 use apiserver_lite::storage::Store;
 use apiserver_lite::storage::sqlite::SqliteStore;
-use apiserver_lite::{bootstrap, namespaces, scheduler, storage};
+use apiserver_lite::{bootstrap, controllers, namespaces, scheduler, storage};
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -72,10 +72,16 @@ struct Args {
     /// Run the scheduler in this process (as a client of this server).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     scheduler: bool,
+    /// Run the controllers (ReplicaSet for now) in this process.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    controllers: bool,
     /// Run only the scheduler, against the API server of `--kubeconfig` (any Kubernetes API
     /// server); no API server is started.
     #[arg(long)]
     scheduler_only: bool,
+    /// Run only the controllers, against the API server of `--kubeconfig`.
+    #[arg(long)]
+    controllers_only: bool,
     /// Kubeconfig for `--scheduler-only` (default: the usual kubeconfig lookup).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
@@ -109,23 +115,37 @@ async fn client_from_kubeconfig(path: Option<&std::path::Path>) -> anyhow::Resul
     Ok(kube::Client::try_from(config)?)
 }
 
-/// `--scheduler-only`: the scheduler against any API server, until SIGTERM/SIGINT.
-async fn run_scheduler_only(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<()> {
+/// `--scheduler-only` / `--controllers-only`: control plane clients against any API server,
+/// until SIGTERM/SIGINT.
+async fn run_clients_only(
+    kubeconfig: Option<&std::path::Path>,
+    scheduler: bool,
+    controllers: bool,
+) -> anyhow::Result<()> {
     let client = client_from_kubeconfig(kubeconfig).await?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let task = tokio::spawn(scheduler::run(
-        client,
-        scheduler::DEFAULT_SCHEDULER,
-        shutdown_rx,
-    ));
+    let mut tasks = Vec::new();
+    if scheduler {
+        tasks.push(tokio::spawn(scheduler::run(
+            client.clone(),
+            scheduler::DEFAULT_SCHEDULER,
+            shutdown_rx.clone(),
+        )));
+    }
+    if controllers {
+        tasks.push(tokio::spawn(controllers::run_replicasets(
+            client,
+            shutdown_rx,
+        )));
+    }
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
     let _ = shutdown_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(tasks)).await;
     Ok(())
 }
 
@@ -176,8 +196,13 @@ async fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    if args.scheduler_only {
-        return run_scheduler_only(args.kubeconfig.as_deref()).await;
+    if args.scheduler_only || args.controllers_only {
+        return run_clients_only(
+            args.kubeconfig.as_deref(),
+            args.scheduler_only,
+            args.controllers_only,
+        )
+        .await;
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -269,15 +294,20 @@ async fn run() -> anyhow::Result<()> {
         shutdown_rx.clone(),
         Duration::from_secs(args.shutdown_drain_seconds),
     ));
-    if args.scheduler {
+    if args.scheduler || args.controllers {
         let client = client_from_kubeconfig(Some(&kubeconfig))
             .await
-            .context("scheduler client")?;
-        tokio::spawn(scheduler::run(
-            client,
-            scheduler::DEFAULT_SCHEDULER,
-            shutdown_rx.clone(),
-        ));
+            .context("control plane client")?;
+        if args.scheduler {
+            tokio::spawn(scheduler::run(
+                client.clone(),
+                scheduler::DEFAULT_SCHEDULER,
+                shutdown_rx.clone(),
+            ));
+        }
+        if args.controllers {
+            tokio::spawn(controllers::run_replicasets(client, shutdown_rx.clone()));
+        }
     }
     tokio::select! {
         _ = term.recv() => {}

@@ -1,0 +1,266 @@
+//! Controllers: ordinary API clients built on kube-runtime's `Controller`, running inside
+//! apiserver-lite by default and against any API server alone. For now the ReplicaSet
+//! controller: it keeps `spec.replicas` pods of the template alive, adopts matching orphans,
+//! and reports replicas, fully labeled, ready and available counts in status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apimachinery::selector::LabelSelector;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use serde_json::json;
+
+/// Why a reconcile failed (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// An API call failed.
+    #[error("{action} for {object}: {source}")]
+    Api {
+        /// What the controller was doing.
+        action: &'static str,
+        /// namespace/name of the object reconciled.
+        object: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The object cannot be reconciled as it is.
+    #[error("{object}: {why}")]
+    Invalid {
+        /// namespace/name.
+        object: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+struct Context {
+    client: kube::Client,
+}
+
+fn is_active(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && !matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn controller_uid(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+}
+
+/// Which surplus pods go first: unscheduled, then pending, then not ready, then the newest,
+/// as upstream ranks them.
+fn deletion_rank(pod: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<String>>) {
+    let unscheduled = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_none_or(str::is_empty);
+    let pending = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
+    (
+        u8::from(!unscheduled),
+        u8::from(!pending),
+        u8::from(is_ready(pod)),
+        std::cmp::Reverse(
+            pod.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string()),
+        ),
+    )
+}
+
+fn owner_reference(rs: &ReplicaSet) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "ReplicaSet".into(),
+        name: rs.name_any(),
+        uid: rs.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn new_pod(rs: &ReplicaSet) -> Result<Pod, ControllerError> {
+    let object = format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any());
+    let template = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .ok_or_else(|| ControllerError::Invalid {
+            object: object.clone(),
+            why: "no pod template".into(),
+        })?;
+    let meta = template.metadata.unwrap_or_default();
+    Ok(Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", rs.name_any())),
+            namespace: rs.namespace(),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            finalizers: meta.finalizers,
+            owner_references: Some(vec![owner_reference(rs)]),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    })
+}
+
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+    let ns = rs.namespace().unwrap_or_default();
+    let object = format!("{ns}/{}", rs.name_any());
+    if rs.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let api_err = |action: &'static str| {
+        let object = object.clone();
+        move |source| ControllerError::Api {
+            action,
+            object,
+            source,
+        }
+    };
+    let spec = rs.spec.clone().unwrap_or_default();
+    let selector =
+        LabelSelector::from_api(&spec.selector).map_err(|e| ControllerError::Invalid {
+            object: object.clone(),
+            why: e.to_string(),
+        })?;
+    if selector.is_empty() {
+        return Err(ControllerError::Invalid {
+            object,
+            why: "an empty selector selects every pod".into(),
+        });
+    }
+    let uid = rs.metadata.uid.clone().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let listed = pods
+        .list(&ListParams::default().labels(&selector.to_string()))
+        .await
+        .map_err(api_err("listing pods"))?;
+    let mut owned = Vec::new();
+    for pod in listed.items {
+        match controller_uid(&pod) {
+            Some(owner) if owner == uid => owned.push(pod),
+            Some(_) => {}
+            // An orphan that matches: adopt it, as upstream does.
+            None if is_active(&pod) => {
+                let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
+                refs.push(owner_reference(&rs));
+                let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
+                pods.patch(
+                    &pod.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(patch),
+                )
+                .await
+                .map_err(api_err("adopting a pod"))?;
+                owned.push(pod);
+            }
+            None => {}
+        }
+    }
+    let mut active: Vec<Pod> = owned.into_iter().filter(is_active).collect();
+    let want = usize::try_from(spec.replicas.unwrap_or(1).max(0)).unwrap_or(0);
+    if active.len() < want {
+        let template = new_pod(&rs)?;
+        for _ in active.len()..want {
+            let created = pods
+                .create(&PostParams::default(), &template)
+                .await
+                .map_err(api_err("creating a pod"))?;
+            active.push(created);
+        }
+    } else if active.len() > want {
+        active.sort_by_key(deletion_rank);
+        let surplus: Vec<Pod> = active.drain(..active.len() - want).collect();
+        for pod in surplus {
+            match pods.delete(&pod.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) => return Err(api_err("deleting a pod")(e)),
+            }
+        }
+    }
+    let template_labels: BTreeMap<String, String> = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let fully_labeled = active
+        .iter()
+        .filter(|p| {
+            template_labels
+                .iter()
+                .all(|(k, v)| p.labels().get(k) == Some(v))
+        })
+        .count();
+    let ready = active.iter().filter(|p| is_ready(p)).count();
+    let status = json!({"status": {
+        "replicas": active.len(),
+        "fullyLabeledReplicas": fully_labeled,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "observedGeneration": rs.metadata.generation,
+    }});
+    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+    sets.patch_status(
+        &rs.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(status),
+    )
+    .await
+    .map_err(api_err("updating status"))?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+fn error_policy(_rs: Arc<ReplicaSet>, error: &ControllerError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "replicaset reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs the ReplicaSet controller until `shutdown` turns true.
+pub async fn run_replicasets(
+    client: kube::Client,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let sets: Api<ReplicaSet> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    let ctx = Arc::new(Context { client });
+    Controller::new(sets, watcher::Config::default())
+        .owns(pods, watcher::Config::default())
+        .graceful_shutdown_on(async move {
+            let _ = shutdown.changed().await;
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "replicaset controller");
+            }
+        })
+        .await;
+}

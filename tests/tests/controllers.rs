@@ -1,0 +1,135 @@
+//! Controllers against a real API server: a ReplicaSet keeps its number of pods, which the
+//! scheduler places, adopts a matching orphan, replaces a pod that goes away, and scales down.
+
+use std::time::{Duration, Instant};
+
+use e2e::ApiServer;
+
+const CLUSTER: &str = "apiVersion: v1
+kind: Node
+metadata:
+  name: n1
+status:
+  allocatable: {cpu: \"4\", memory: 8Gi, pods: \"20\"}
+  conditions: [{type: Ready, status: \"True\"}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: orphan
+  namespace: default
+  labels: {app: web}
+spec:
+  containers: [{name: web, image: busybox}]
+";
+
+const REPLICASET: &str = "apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: busybox}]
+";
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Names of the web pods not being deleted.
+fn live_pods(server: &ApiServer) -> Vec<String> {
+    let out = server.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={range .items[?(@.metadata.deletionTimestamp)]}{.metadata.name} {end}",
+    ]);
+    let deleting: Vec<String> = out.ok().split_whitespace().map(String::from).collect();
+    let all = server.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    all.ok()
+        .split_whitespace()
+        .filter(|n| !deleting.iter().any(|d| d == n))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn a_replicaset_keeps_its_pods_adopts_orphans_replaces_losses_and_scales_down() {
+    let server = ApiServer::start().unwrap();
+    server.kubectl_stdin(&["apply", "-f", "-"], CLUSTER).ok();
+    server.kubectl_stdin(&["apply", "-f", "-"], REPLICASET).ok();
+    wait_for("three live pods", || live_pods(&server).len() == 3);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(live_pods(&server).len(), 3, "no more than three");
+    let owners = server.kubectl(&[
+        "get",
+        "pod",
+        "orphan",
+        "-o",
+        "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+    ]);
+    assert_eq!(
+        owners.ok(),
+        "ReplicaSet/web",
+        "the matching orphan was adopted"
+    );
+    wait_for("all pods scheduled", || {
+        server
+            .kubectl(&[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[*].spec.nodeName}",
+            ])
+            .ok()
+            .split_whitespace()
+            .count()
+            == 3
+    });
+    wait_for("status to report three replicas", || {
+        server
+            .kubectl(&["get", "rs", "web", "-o", "jsonpath={.status.replicas}"])
+            .ok()
+            == "3"
+    });
+    // A pod that goes away is replaced.
+    server
+        .kubectl(&["delete", "pod", "orphan", "--grace-period=0", "--force"])
+        .ok();
+    wait_for("a replacement", || {
+        live_pods(&server).len() == 3 && !live_pods(&server).contains(&"orphan".to_string())
+    });
+    // Scaling down deletes the surplus (the pods on a node stay Terminating until their node
+    // confirms, as upstream; no node agent runs here).
+    server.kubectl(&["scale", "rs", "web", "--replicas=1"]).ok();
+    wait_for("one live pod", || live_pods(&server).len() == 1);
+    wait_for("status to report one replica", || {
+        server
+            .kubectl(&["get", "rs", "web", "-o", "jsonpath={.status.replicas}"])
+            .ok()
+            == "1"
+    });
+}
