@@ -129,6 +129,15 @@ pub struct NodeInfo {
     pub owners: HashMap<String, usize>,
 }
 
+/// Whether the pod has finished (Succeeded or Failed): it holds no resources and is not
+/// replaced or scheduled again.
+pub fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
 fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
     pod.spec
         .iter()
@@ -169,8 +178,7 @@ impl NodeInfo {
             owners: HashMap::new(),
         };
         for pod in pods {
-            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-            if matches!(phase, Some("Succeeded" | "Failed")) {
+            if is_terminal(pod) {
                 continue;
             }
             info.requested = info.requested.add(pod_requests(pod));

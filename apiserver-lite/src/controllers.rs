@@ -47,11 +47,7 @@ struct Context {
 }
 
 fn is_active(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && !matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        )
+    pod.metadata.deletion_timestamp.is_none() && !apimachinery::scheduling::is_terminal(pod)
 }
 
 fn is_ready(pod: &Pod) -> bool {

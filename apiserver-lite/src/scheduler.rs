@@ -57,10 +57,7 @@ fn is_pending(pod: &Pod, scheduler: &str) -> bool {
             .unwrap_or(DEFAULT_SCHEDULER)
             == scheduler
         && pod.metadata.deletion_timestamp.is_none()
-        && !matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        )
+        && !apimachinery::scheduling::is_terminal(pod)
 }
 
 fn unschedulable_message(pod: &Pod) -> Option<String> {

@@ -309,6 +309,19 @@ pub fn run_kubectl(
     Run::from(out)
 }
 
+/// Polls `f` every 100 ms until it holds; panics after 30 s naming `what`.
+#[track_caller]
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// What a command printed.
 #[derive(Debug, Clone)]
 pub struct Run {

@@ -1,9 +1,9 @@
 //! Controllers against a real API server: a ReplicaSet keeps its number of pods, which the
 //! scheduler places, adopts a matching orphan, replaces a pod that goes away, and scales down.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use e2e::ApiServer;
+use e2e::{ApiServer, wait_for};
 
 const CLUSTER: &str = "apiVersion: v1
 kind: Node
@@ -36,17 +36,6 @@ spec:
     spec:
       containers: [{name: web, image: busybox}]
 ";
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
-}
 
 /// Names of the web pods not being deleted.
 fn live_pods(server: &ApiServer) -> Vec<String> {

@@ -2,9 +2,9 @@
 //! cases, with kubectl's own output and exit codes. Each test starts its own server.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use e2e::{ApiServer, Etcd, ServerOptions, kubectl_version, run_kubectl};
+use e2e::{ApiServer, Etcd, ServerOptions, kubectl_version, run_kubectl, wait_for};
 
 const MANIFEST: &str = r#"
 apiVersion: v1
@@ -74,17 +74,6 @@ fn write_file(dir: &std::path::Path, name: &str, text: &str) -> String {
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .unwrap();
     path.display().to_string()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn apply_of_a_multi_document_manifest_creates_then_configures_then_leaves_unchanged(
@@ -456,16 +445,12 @@ fn watch_wait_and_delete_with_each_propagation_policy(server: &ApiServer) {
             "--from-literal=x=y",
         ])
         .ok();
-    wait_until(
-        "get -w to print the new configmap",
-        Duration::from_secs(20),
-        || {
-            std::fs::read_to_string(&out_path).is_ok_and(|s| {
-                s.lines()
-                    .any(|l| l.contains("ADDED") && l.contains("later"))
-            })
-        },
-    );
+    wait_for("get -w to print the new configmap", || {
+        std::fs::read_to_string(&out_path).is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.contains("ADDED") && l.contains("later"))
+        })
+    });
     let _ = watch.kill();
     let _ = watch.wait();
     // wait --for=jsonpath sees a change made after it started.

@@ -2,9 +2,9 @@
 //! Unschedulable condition and FailedScheduling event when none does, a retry as soon as the
 //! cluster changes, and the scheduler running alone against another API server.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use e2e::{ApiServer, Process, ServerOptions, workspace_bin};
+use e2e::{ApiServer, Process, ServerOptions, wait_for, workspace_bin};
 
 fn node(name: &str, cpu: &str, extra: &str) -> String {
     format!(
@@ -23,17 +23,6 @@ fn node_of(server: &ApiServer, pod: &str) -> String {
         .kubectl(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"])
         .ok()
         .to_string()
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

@@ -325,45 +325,14 @@ fn probe(p: &mut Value) {
     with(p, "grpc", |g| set(g, "service", json!("")));
 }
 
-/// The sources a volume may name; a volume naming none gets an emptyDir.
-const VOLUME_SOURCES: &[&str] = &[
-    "hostPath",
-    "emptyDir",
-    "gcePersistentDisk",
-    "awsElasticBlockStore",
-    "gitRepo",
-    "secret",
-    "nfs",
-    "iscsi",
-    "glusterfs",
-    "persistentVolumeClaim",
-    "rbd",
-    "flexVolume",
-    "cinder",
-    "cephfs",
-    "flocker",
-    "downwardAPI",
-    "fc",
-    "azureFile",
-    "configMap",
-    "vsphereVolume",
-    "quobyte",
-    "azureDisk",
-    "photonPersistentDisk",
-    "projected",
-    "portworxVolume",
-    "scaleIO",
-    "storageos",
-    "csi",
-    "ephemeral",
-    "image",
-    "local",
-];
-
 /// Defaults of a volume (pod volumes) or of a PV's spec (which holds the source inline).
 fn volume_source(v: &mut Value) {
     let is_pod_volume = v.get("name").is_some();
-    if is_pod_volume && !VOLUME_SOURCES.iter().any(|s| v[*s].is_object()) {
+    if is_pod_volume
+        && !crate::validation::POD_VOLUME_SOURCES
+            .iter()
+            .any(|s| v[*s].is_object())
+    {
         v["emptyDir"] = json!({});
     }
     for source in ["secret", "configMap", "downwardAPI", "projected"] {

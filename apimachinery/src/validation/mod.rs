@@ -19,6 +19,8 @@ mod workloads;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use pod::POD_VOLUME_SOURCES;
+
 /// Validates an object on create (`old` is None) or update; empty when valid.
 pub fn validate(group: &str, kind: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldCause> {
     let mut errs = Vec::new();
@@ -242,6 +244,29 @@ pub(crate) fn immutable(new: &Value, old: &Value, path: &str, errs: &mut Vec<Fie
 }
 
 /// An integer field that may not be negative, when set.
+/// The `port` of a port entry (`required`: a missing one is checked as 0, as upstream does)
+/// and the `protocol` beside it.
+pub(crate) fn port_and_protocol(p: &Value, at: &str, required: bool, errs: &mut Vec<FieldCause>) {
+    let port = p["port"].as_i64().or(required.then_some(0));
+    for m in port.into_iter().flat_map(formats::port_number) {
+        errs.push(FieldCause::invalid(
+            format!("{at}.port"),
+            port.unwrap_or_default(),
+            m,
+        ));
+    }
+    one_of(
+        &p["protocol"],
+        &format!("{at}.protocol"),
+        PROTOCOLS,
+        true,
+        errs,
+    );
+}
+
+/// The protocols of ports.
+pub(crate) const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+
 pub(crate) fn non_negative(v: &Value, path: &str, errs: &mut Vec<FieldCause>) {
     if let Some(n) = v.as_i64()
         && n < 0

@@ -262,17 +262,7 @@ pub fn endpoints(obj: &Value, errs: &mut Vec<FieldCause>) {
         }
         for (j, p) in s["ports"].as_array().into_iter().flatten().enumerate() {
             let at = format!("subsets[{i}].ports[{j}]");
-            let port = p["port"].as_i64().unwrap_or(0);
-            for m in formats::port_number(port) {
-                errs.push(FieldCause::invalid(format!("{at}.port"), port, m));
-            }
-            one_of(
-                &p["protocol"],
-                &format!("{at}.protocol"),
-                &["SCTP", "TCP", "UDP"],
-                true,
-                errs,
-            );
+            super::port_and_protocol(p, &at, true, errs);
         }
     }
 }
@@ -405,18 +395,7 @@ pub fn endpoint_slice(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldCaus
             errs.push(FieldCause::duplicate(format!("{at}.name"), name));
         }
         names_seen.push(name);
-        if let Some(port) = p["port"].as_i64() {
-            for m in formats::port_number(port) {
-                errs.push(FieldCause::invalid(format!("{at}.port"), port, m));
-            }
-        }
-        one_of(
-            &p["protocol"],
-            &format!("{at}.protocol"),
-            &["SCTP", "TCP", "UDP"],
-            true,
-            errs,
-        );
+        super::port_and_protocol(p, &at, false, errs);
     }
     if let Some(old) = old {
         immutable(

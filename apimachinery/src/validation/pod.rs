@@ -23,12 +23,12 @@ pub enum Context {
 
 const RESTART_ALL: &[&str] = &["Always", "OnFailure", "Never"];
 const DNS_POLICIES: &[&str] = &["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"];
-const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
 const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
 const MESSAGE_POLICIES: &[&str] = &["FallbackToLogsOnError", "File"];
 
-/// The volume sources a pod volume may name.
-const VOLUME_SOURCES: &[&str] = &[
+/// The volume sources a pod volume may name (defaulting gives a volume naming none an
+/// emptyDir).
+pub(crate) const POD_VOLUME_SOURCES: &[&str] = &[
     "hostPath",
     "emptyDir",
     "gcePersistentDisk",
@@ -176,7 +176,7 @@ fn volumes<'a>(list: &'a Value, path: &str, errs: &mut Vec<FieldCause>) -> Vec<&
                 }
             }
         }
-        let sources: Vec<&str> = VOLUME_SOURCES
+        let sources: Vec<&str> = POD_VOLUME_SOURCES
             .iter()
             .copied()
             .filter(|s| !v[*s].is_null())
@@ -360,7 +360,7 @@ fn ports(list: &Value, path: &str, errs: &mut Vec<FieldCause>) {
         one_of(
             &p["protocol"],
             &format!("{at}.protocol"),
-            PROTOCOLS,
+            super::PROTOCOLS,
             true,
             errs,
         );

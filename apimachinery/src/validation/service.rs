@@ -9,7 +9,6 @@ use crate::names;
 use crate::status::FieldCause;
 
 const TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
-const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
 
 /// Validates a Service on create and update.
 pub fn service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldCause>) {
@@ -67,17 +66,8 @@ pub fn service(obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldCause>) {
                 names_seen.push(name);
             }
         }
+        super::port_and_protocol(p, &at, true, errs);
         let port = p["port"].as_i64().unwrap_or(0);
-        for m in formats::port_number(port) {
-            errs.push(FieldCause::invalid(format!("{at}.port"), port, m));
-        }
-        one_of(
-            &p["protocol"],
-            &format!("{at}.protocol"),
-            PROTOCOLS,
-            true,
-            errs,
-        );
         if !p["targetPort"].is_null() {
             port_or_name(&p["targetPort"], &format!("{at}.targetPort"), errs);
         }

@@ -1236,7 +1236,14 @@ async fn list(api: &Api, r: &ResourceRequest) -> Result<Reply, ApiError> {
             break;
         }
         // Past deleted keys too, so a page of nothing but deletions still moves on.
-        start_after = page.last_key.clone().or(last_key);
+        start_after = Some(
+            crate::storage::next_start(
+                &start_after,
+                page.last_key.clone().or(last_key),
+                api.store.backend(),
+            )
+            .map_err(store_err(r, ""))?,
+        );
     }
     let rv = read_at.unwrap_or_default().to_string();
     Ok(Reply::ok(list_body(r.resource, items, &rv, cont)))

@@ -200,11 +200,32 @@ pub async fn list_all(store: &dyn Store, prefix: &str) -> StoreResult<ListResult
         let page = store.list(&options).await?;
         out.revision = page.revision;
         options.revision = Some(page.revision);
-        options.start_after = page.last_key.clone();
         out.items.extend(page.items);
         if !page.more {
             return Ok(out);
         }
+        options.start_after = Some(next_start(
+            &options.start_after,
+            page.last_key,
+            store.backend(),
+        )?);
+    }
+}
+
+/// The key the next page starts after; a backend that reports more keys without moving past
+/// the previous page is a backend error, not a reason to read the same page forever.
+pub(crate) fn next_start(
+    previous: &Option<String>,
+    last_key: Option<String>,
+    backend: &'static str,
+) -> StoreResult<String> {
+    match last_key {
+        Some(k) if previous.as_ref().is_none_or(|p| *p < k) => Ok(k),
+        _ => Err(StoreError::Backend {
+            backend,
+            operation: "list",
+            message: "a page reported more keys but did not advance".into(),
+        }),
     }
 }
 
@@ -235,6 +256,17 @@ pub fn prefix_end(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paging_that_does_not_advance_is_an_error_not_a_loop() {
+        assert_eq!(next_start(&None, Some("/a".into()), "x").unwrap(), "/a");
+        assert_eq!(
+            next_start(&Some("/a".into()), Some("/b".into()), "x").unwrap(),
+            "/b"
+        );
+        assert!(next_start(&Some("/b".into()), Some("/b".into()), "x").is_err());
+        assert!(next_start(&Some("/b".into()), None, "x").is_err());
+    }
 
     #[test]
     fn prefix_end_increments_the_last_byte() {
