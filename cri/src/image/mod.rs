@@ -1,0 +1,142 @@
+//! Images: a content-addressed store of pulled and imported OCI images with their layers
+//! unpacked once, shared by every image and container that uses them.
+//!
+//! [`ImageStore`] is the one entry point; the gRPC `ImageService` (`crate::service::image`) and
+//! the runtime both hold it behind an `Arc`. Layout under the store root:
+//!
+//! ```text
+//! <root>/images/state.json          images and leases, replaced atomically
+//! <root>/images/blobs/sha256/<hex>  manifests, configs and layer blobs, by digest
+//! <root>/images/ingest/             downloads and imports in progress (emptied at open)
+//! <root>/layers/<chain id hex>/     one unpacked layer (overlayfs lower dir form)
+//! <root>/layers/.tmp-*              unpacks in progress (removed at open)
+//! ```
+//!
+//! A blob or layer directory appears under its final name only once complete (written to a
+//! temporary name, synced, renamed), and the state file names an image only after all its
+//! layers exist, so whatever a crash leaves behind is either complete or unreferenced; `open`
+//! deletes the unreferenced.
+
+mod import;
+mod manifest;
+mod pull;
+mod reference;
+mod store;
+mod unpack;
+
+use std::path::PathBuf;
+
+pub use pull::RegistryAuth;
+pub use reference::ImageReference;
+pub use store::{FsUsage, Image, ImageStore, Layer, StoreOptions};
+
+/// Everything that can go wrong with images. The gRPC layer maps each variant to a status
+/// code; every message names the image, registry or path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The image, tag or digest does not exist (registry 404, manifest or blob unknown).
+    #[error("image {reference} not found: {detail}")]
+    NotFound {
+        /// The reference as asked for.
+        reference: String,
+        /// What the registry or store said.
+        detail: String,
+    },
+    /// The registry refused the credentials, or asked for some and none were given.
+    #[error("pulling {reference}: not authorized: {detail}")]
+    Unauthorized {
+        /// The reference being pulled.
+        reference: String,
+        /// What the registry said.
+        detail: String,
+    },
+    /// The registry could not be reached (connection refused, DNS, timeout).
+    #[error("pulling {reference}: registry {registry} unreachable: {detail}")]
+    Unreachable {
+        /// The reference being pulled.
+        reference: String,
+        /// The registry host (and port).
+        registry: String,
+        /// The transport error.
+        detail: String,
+    },
+    /// The string is not a valid image reference.
+    #[error("invalid image reference {reference:?}: {reason}")]
+    InvalidReference {
+        /// The string given.
+        reference: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Content did not hash to the digest that names it.
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// Which blob, manifest or layer.
+        what: String,
+        /// The digest that names it.
+        expected: String,
+        /// The digest of what was received.
+        actual: String,
+    },
+    /// A manifest, config or layer of a kind this store cannot use.
+    #[error("unsupported media type {media_type} for {what}")]
+    UnsupportedMediaType {
+        /// The media type (or a description of the content).
+        media_type: String,
+        /// Which object had it.
+        what: String,
+    },
+    /// A layer or archive that cannot be unpacked safely (a path escaping the root, a bad
+    /// link), or an import source that is not a valid image layout or archive.
+    #[error("invalid content in {source_path}: {reason}")]
+    InvalidContent {
+        /// The layer blob or archive.
+        source_path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Disk or file system error, with the path it happened on.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done ("write", "rename", ...).
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored data (the state file) or imported metadata that does not parse.
+    #[error("corrupt {path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        reason: String,
+    },
+    /// Another process holds the store (only one may open a store root at a time).
+    #[error("image store {path} is in use by another process")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// Any other registry failure (5xx, protocol violations), with the registry's message.
+    #[error("pulling {reference}: {detail}")]
+    Registry {
+        /// The reference being pulled.
+        reference: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl ImageError {
+    /// An [`ImageError::Io`] for `path`.
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| ImageError::Io { op, path, source }
+    }
+}

@@ -1,0 +1,3 @@
+//! The CRI v1 runtime as a library: the image store and the gRPC services over it.
+
+pub mod image;
