@@ -1,0 +1,3 @@
+//! The CRI v1 gRPC services.
+
+pub mod image;
