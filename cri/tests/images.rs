@@ -1,0 +1,521 @@
+//! Images end to end: layouts built by `hack/images`, a real docker-registry on a free
+//! loopback port (stopped by PID when the test ends, pass or fail), pulls by tag and digest,
+//! the failure kinds, imports, layer sharing and freeing, and the CRI ImageService over a
+//! unix socket with the k8s-cri client. Every test has its own directories and ports.
+
+use std::future::Future;
+use std::net::TcpStream;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cri::image::{ImageError, ImageStore, RegistryAuth};
+use cri::service::image::CriImages;
+use k8s_cri::v1 as api;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+
+const TEST_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs `test` under [`TEST_TIMEOUT`].
+async fn timed<F: Future<Output = ()>>(test: F) {
+    tokio::time::timeout(TEST_TIMEOUT, test)
+        .await
+        .expect("test timed out");
+}
+
+/// The busybox and pause layouts, built once per target directory by `hack/images` (which
+/// serialises concurrent builds itself).
+fn layouts() -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cri-images");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/images");
+    let status = Command::new(&script)
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run hack/images");
+    assert!(status.success(), "hack/images failed");
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// A docker-registry process on 127.0.0.1, killed when dropped.
+struct Registry {
+    child: Child,
+    address: String,
+    credentials: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry; with `credentials`, it requires them (htpasswd, bcrypt). `None` if
+    /// htpasswd files cannot be made here.
+    fn start(credentials: Option<(&str, &str)>) -> Option<Registry> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {address}}}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = credentials {
+            let hash = bcrypt(password)?;
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("write htpasswd");
+            config.push_str(&format!(
+                "auth: {{htpasswd: {{realm: test, path: {}}}}}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry (apt-get install docker-registry)");
+        let registry = Registry {
+            child,
+            address,
+            credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&registry.address).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(registry)
+    }
+
+    /// Pushes `name:1` from the layouts as `<registry>/<as_name>`.
+    fn push(&self, layouts: &Path, name: &str, as_name: &str) {
+        let mut command = Command::new("skopeo");
+        command.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some((user, password)) = &self.credentials {
+            command.arg(format!("--dest-creds={user}:{password}"));
+        }
+        let status = command
+            .arg(format!("oci:{}:{name}:1", layouts.join(name).display()))
+            .arg(format!("docker://{}/{as_name}", self.address))
+            .status()
+            .expect("run skopeo");
+        assert!(status.success(), "skopeo push of {name} failed");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bcrypt hash of `password` for htpasswd, from python3's crypt module, if it has one.
+fn bcrypt(password: &str) -> Option<String> {
+    let output = Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+            password,
+        ])
+        .output()
+        .ok()?;
+    let hash = String::from_utf8(output.stdout).ok()?.trim().to_string();
+    hash.starts_with("$2").then_some(hash)
+}
+
+fn count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).expect("read dir").count()
+}
+
+#[tokio::test]
+async fn pulls_by_tag_and_digest_share_layers_and_removal_frees_them() {
+    timed(async {
+        let layouts = layouts();
+        let registry = Registry::start(None).expect("registry");
+        registry.push(&layouts, "busybox", "busybox:1");
+        registry.push(&layouts, "pause", "pause:1");
+        let root = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(root.path()).unwrap();
+        let layers = root.path().join("layers");
+
+        let tag = format!("{}/busybox:1", registry.address);
+        let busybox = store.pull(&tag, None).await.unwrap();
+        assert_eq!(busybox.repo_tags, std::slice::from_ref(&tag));
+        let config = busybox.runtime_config().unwrap();
+        assert_eq!(config.cmd().as_deref(), Some(&["sh".to_string()][..]));
+        assert_eq!(
+            config.env().as_deref(),
+            Some(&["PATH=/bin".to_string()][..])
+        );
+        let rootfs = store.lease("c1", &busybox.id).unwrap();
+        assert_eq!(rootfs.len(), 1);
+        let sh = std::fs::metadata(rootfs[0].join("bin/sh")).unwrap();
+        let busybox_bin = std::fs::metadata(rootfs[0].join("bin/busybox")).unwrap();
+        assert_eq!(sh.ino(), busybox_bin.ino(), "applets are hard links");
+        store.release("c1").unwrap();
+
+        let by_digest = busybox.repo_digests[0].clone();
+        assert!(by_digest.starts_with(&format!("{}/busybox@sha256:", registry.address)));
+        let again = store.pull(&by_digest, None).await.unwrap();
+        assert_eq!(again.id, busybox.id);
+        assert_eq!(store.get(&by_digest).unwrap().id, busybox.id);
+        assert_eq!(count(&layers), 1, "one layer, unpacked once");
+
+        let pause = store
+            .pull(&format!("{}/pause:1", registry.address), None)
+            .await
+            .unwrap();
+        let pause_config = pause.runtime_config().unwrap();
+        assert_eq!(
+            pause_config.entrypoint().as_deref(),
+            Some(&["/pause".to_string(), "-P".to_string()][..])
+        );
+        assert_eq!(count(&layers), 2);
+        assert_eq!(store.list().len(), 2);
+
+        store.remove(&tag).unwrap();
+        assert_eq!(count(&layers), 1, "busybox's layer is freed");
+        assert!(store.get(&busybox.id).is_none());
+        assert!(
+            store.remove(&tag).unwrap().is_none(),
+            "removing twice succeeds"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pull_failures_are_told_apart() {
+    timed(async {
+        let layouts = layouts();
+        let registry = Registry::start(None).expect("registry");
+        registry.push(&layouts, "busybox", "busybox:1");
+        let root = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(root.path()).unwrap();
+
+        let missing_tag = store
+            .pull(&format!("{}/busybox:nope", registry.address), None)
+            .await;
+        assert!(
+            matches!(missing_tag, Err(ImageError::NotFound { .. })),
+            "{missing_tag:?}"
+        );
+        let missing_repo = store
+            .pull(&format!("{}/nothing:1", registry.address), None)
+            .await;
+        assert!(
+            matches!(missing_repo, Err(ImageError::NotFound { .. })),
+            "{missing_repo:?}"
+        );
+        let zeros = format!("sha256:{}", "0".repeat(64));
+        let missing_digest = store
+            .pull(&format!("{}/busybox@{zeros}", registry.address), None)
+            .await;
+        assert!(
+            matches!(missing_digest, Err(ImageError::NotFound { .. })),
+            "{missing_digest:?}"
+        );
+
+        let closed = format!("127.0.0.1:{}/busybox:1", free_port());
+        let unreachable = store.pull(&closed, None).await;
+        assert!(
+            matches!(unreachable, Err(ImageError::Unreachable { .. })),
+            "{unreachable:?}"
+        );
+
+        let invalid = store.pull("Not A Reference", None).await;
+        assert!(
+            matches!(invalid, Err(ImageError::InvalidReference { .. })),
+            "{invalid:?}"
+        );
+
+        assert!(store.list().is_empty());
+        assert_eq!(count(&root.path().join("layers")), 0);
+        assert_eq!(count(&root.path().join("images/ingest")), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_registry_with_htpasswd_refuses_wrong_credentials() {
+    timed(async {
+        let Some(registry) = Registry::start(Some(("alice", "s3cret"))) else {
+            eprintln!("skipped: no bcrypt (python3 crypt module) to write an htpasswd file");
+            return;
+        };
+        registry.push(&layouts(), "busybox", "busybox:1");
+        let root = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(root.path()).unwrap();
+        let tag = format!("{}/busybox:1", registry.address);
+
+        let anonymous = store.pull(&tag, None).await;
+        assert!(
+            matches!(anonymous, Err(ImageError::Unauthorized { .. })),
+            "{anonymous:?}"
+        );
+        let wrong = RegistryAuth {
+            username: "alice".into(),
+            password: "wrong".into(),
+            ..Default::default()
+        };
+        let refused = store.pull(&tag, Some(&wrong)).await;
+        assert!(
+            matches!(refused, Err(ImageError::Unauthorized { .. })),
+            "{refused:?}"
+        );
+
+        let right = RegistryAuth {
+            username: "alice".into(),
+            password: "s3cret".into(),
+            ..Default::default()
+        };
+        let image = store.pull(&tag, Some(&right)).await.unwrap();
+        store.remove(&image.id).unwrap();
+        let encoded = RegistryAuth {
+            auth: "YWxpY2U6czNjcmV0".into(), // base64 of alice:s3cret
+            ..Default::default()
+        };
+        assert_eq!(store.pull(&tag, Some(&encoded)).await.unwrap().id, image.id);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn imports_oci_layouts_and_docker_archives_sharing_layers() {
+    timed(async {
+        let layouts = layouts();
+        let work = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(root.path()).unwrap();
+
+        let from_layout = store.import(&layouts.join("busybox")).await.unwrap();
+        assert_eq!(from_layout.len(), 1);
+        assert_eq!(from_layout[0].repo_tags, ["docker.io/library/busybox:1"]);
+        assert!(store.get("busybox:1").is_some());
+
+        let archive = work.path().join("busybox.tar");
+        let status = Command::new("skopeo")
+            .args(["copy", "--quiet"])
+            .arg(format!(
+                "oci:{}:busybox:1",
+                layouts.join("busybox").display()
+            ))
+            .arg(format!(
+                "docker-archive:{}:example.com/tools/busybox:2",
+                archive.display()
+            ))
+            .status()
+            .unwrap();
+        assert!(status.success(), "skopeo docker-archive export failed");
+        let from_archive = store.import(&archive).await.unwrap();
+        assert_eq!(from_archive.len(), 1);
+        let imported = store.get("example.com/tools/busybox:2").unwrap();
+        assert_eq!(
+            imported.layers[0].chain_id, from_layout[0].layers[0].chain_id,
+            "the same layer, whether gzip from the layout or plain from the archive"
+        );
+        assert_eq!(count(&root.path().join("layers")), 1);
+
+        // A tar of a layout, and a preload directory with both kinds.
+        let preload = work.path().join("preload");
+        std::fs::create_dir(&preload).unwrap();
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(layouts.join("pause"))
+            .arg("-cf")
+            .arg(preload.join("pause.tar"))
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::rename(&archive, preload.join("busybox.tar")).unwrap();
+        std::fs::write(preload.join("README"), "not an image").unwrap();
+        let preloaded = store.import_dir(&preload).await.unwrap();
+        assert_eq!(preloaded.len(), 2);
+        assert!(store.get("pause:1").is_some());
+        assert_eq!(count(&root.path().join("layers")), 2);
+        assert!(
+            store
+                .import_dir(&work.path().join("absent"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let not_an_image = store.import(&preload.join("README")).await;
+        assert!(
+            matches!(not_an_image, Err(ImageError::InvalidContent { .. })),
+            "{not_an_image:?}"
+        );
+        assert_eq!(count(&root.path().join("images/ingest")), 0);
+
+        for image in store.list() {
+            store.remove(&image.id).unwrap();
+        }
+        assert_eq!(count(&root.path().join("layers")), 0);
+        assert_eq!(count(&root.path().join("images/blobs/sha256")), 0);
+    })
+    .await;
+}
+
+/// Serves the ImageService over a unix socket in `dir` and returns a client of it.
+async fn serve(
+    store: Arc<ImageStore>,
+    dir: &Path,
+) -> ImageServiceClient<tonic::transport::Channel> {
+    let socket = dir.join("cri.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(CriImages::new(store).into_server())
+            .serve_with_incoming(incoming),
+    );
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(socket).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .unwrap();
+    ImageServiceClient::new(channel)
+}
+
+fn spec(image: &str) -> Option<api::ImageSpec> {
+    Some(api::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn the_image_service_answers_over_a_unix_socket() {
+    timed(async {
+        let layouts = layouts();
+        let registry = Registry::start(None).expect("registry");
+        registry.push(&layouts, "busybox", "busybox:1");
+        let root = tempfile::tempdir().unwrap();
+        let sockets = tempfile::tempdir().unwrap();
+        let store = Arc::new(ImageStore::open(root.path()).unwrap());
+        let mut client = serve(store.clone(), sockets.path()).await;
+        let tag = format!("{}/busybox:1", registry.address);
+
+        let pulled = client
+            .pull_image(api::PullImageRequest {
+                image: spec(&tag),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(pulled.image_ref.starts_with("sha256:"), "{pulled:?}");
+
+        let listed = client
+            .list_images(api::ListImagesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.images.len(), 1);
+        let image = &listed.images[0];
+        assert_eq!(image.id, pulled.image_ref);
+        assert_eq!(image.repo_tags, std::slice::from_ref(&tag));
+        assert!(image.size > 1_000_000, "{image:?}");
+        let filtered = client
+            .list_images(api::ListImagesRequest {
+                filter: Some(api::ImageFilter {
+                    image: spec("other:1"),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(filtered.images.is_empty());
+
+        let status = client
+            .image_status(api::ImageStatusRequest {
+                image: spec(&tag),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            status.image.as_ref().map(|i| &i.id),
+            Some(&pulled.image_ref)
+        );
+        let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+        assert_eq!(info["imageSpec"]["config"]["Cmd"][0], "sh");
+        let missing = client
+            .image_status(api::ImageStatusRequest {
+                image: spec("missing:1"),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(missing.image.is_none(), "a missing image is no error");
+
+        let fs = client
+            .image_fs_info(api::ImageFsInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let usage = &fs.image_filesystems[0];
+        assert!(
+            usage.used_bytes.as_ref().unwrap().value > 1_000_000,
+            "{usage:?}"
+        );
+        assert!(usage.inodes_used.as_ref().unwrap().value > 3);
+        assert!(!usage.fs_id.as_ref().unwrap().mountpoint.is_empty());
+
+        let not_found = client
+            .pull_image(api::PullImageRequest {
+                image: spec(&format!("{}/busybox:missing", registry.address)),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(not_found.code(), tonic::Code::NotFound, "{not_found:?}");
+        assert!(
+            not_found.message().contains("busybox:missing"),
+            "{not_found:?}"
+        );
+        let invalid = client
+            .pull_image(api::PullImageRequest {
+                image: spec("busybox:-bad"),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(invalid.code(), tonic::Code::InvalidArgument, "{invalid:?}");
+
+        for _ in 0..2 {
+            client
+                .remove_image(api::RemoveImageRequest {
+                    image: spec(&pulled.image_ref),
+                })
+                .await
+                .unwrap();
+        }
+        assert!(store.list().is_empty());
+        assert_eq!(count(&root.path().join("layers")), 0);
+    })
+    .await;
+}
