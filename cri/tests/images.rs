@@ -519,3 +519,30 @@ async fn the_image_service_answers_over_a_unix_socket() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn cri_import_refuses_a_store_the_runtime_holds() {
+    timed(async {
+        let layouts = layouts();
+        let root = tempfile::tempdir().unwrap();
+        let paths = [layouts.join("pause")];
+        let running = ImageStore::open(root.path()).unwrap();
+        let refused = cri::image::import_offline(root.path(), Default::default(), &paths).await;
+        assert!(
+            matches!(refused, Err(ImageError::Locked { .. })),
+            "{refused:?}"
+        );
+        drop(running);
+        let imported = cri::image::import_offline(root.path(), Default::default(), &paths)
+            .await
+            .unwrap();
+        assert_eq!(imported[0].repo_tags, ["docker.io/library/pause:1"]);
+        assert!(
+            ImageStore::open(root.path())
+                .unwrap()
+                .get("pause:1")
+                .is_some()
+        );
+    })
+    .await;
+}

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::manifest::{self, Document};
 use super::reference::ImageReference;
 use super::store::{NewImage, Pins, sha256_bytes, sha256_reader};
-use super::{Image, ImageError, ImageStore};
+use super::{Image, ImageError, ImageStore, StoreOptions};
 
 /// containerd's annotation for the full image name in an OCI layout.
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -300,6 +300,23 @@ impl ImageStore {
         }
         Ok(images)
     }
+}
+
+/// `cri import PATH...`: opens the store under `root` and imports each path in turn (see
+/// [`ImageStore::import`]). A store allows one process at a time, so this fails with
+/// [`ImageError::Locked`] while the runtime is running; the preload directory
+/// ([`ImageStore::import_dir`]) is the way to add images then.
+pub async fn import_offline(
+    root: &Path,
+    options: StoreOptions,
+    paths: &[PathBuf],
+) -> Result<Vec<Image>, ImageError> {
+    let store = ImageStore::open_with(root, options)?;
+    let mut images = Vec::new();
+    for path in paths {
+        images.extend(store.import(path).await?);
+    }
+    Ok(images)
 }
 
 /// Manifests larger than this are refused rather than read into memory.

@@ -26,6 +26,7 @@ mod unpack;
 
 use std::path::PathBuf;
 
+pub use import::import_offline;
 pub use pull::RegistryAuth;
 pub use reference::ImageReference;
 pub use store::{FsUsage, Image, ImageStore, Layer, StoreOptions};
@@ -115,7 +116,10 @@ pub enum ImageError {
         reason: String,
     },
     /// Another process holds the store (only one may open a store root at a time).
-    #[error("image store {path} is in use by another process")]
+    #[error(
+        "image store lock {path} is held by another process (a running cri?); \
+         stop it, or put the image in its preload directory instead"
+    )]
     Locked {
         /// The lock file.
         path: PathBuf,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth as ClientAuth;
 use oci_client::{Client, Reference};
 
@@ -154,10 +154,13 @@ impl PullContext<'_> {
                     detail: error_chain(&e),
                 }
             }
-            OciDistributionError::DigestError(e) => ImageError::DigestMismatch {
-                what: reference,
-                expected: String::new(),
-                actual: e.to_string(),
+            OciDistributionError::DigestError(DigestError::VerificationError {
+                expected,
+                actual,
+            }) => ImageError::DigestMismatch {
+                what: format!("content of {reference}"),
+                expected,
+                actual,
             },
             OciDistributionError::UnsupportedMediaTypeError(media_type)
             | OciDistributionError::IncompatibleLayerMediaTypeError(media_type) => {
@@ -342,14 +345,7 @@ impl ImageStore {
             .map_err(ImageError::io("create", &tmp))?;
         if let Err(e) = client.pull_blob(remote, digest, file).await {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(match e {
-                OciDistributionError::DigestError(_) => ImageError::DigestMismatch {
-                    what: format!("blob of {}", ctx.reference),
-                    expected: digest.to_string(),
-                    actual: e.to_string(),
-                },
-                other => ctx.error(other),
-            });
+            return Err(ctx.error(e));
         }
         self.commit_blob_file(&tmp, digest, &format!("blob {digest} of {}", ctx.reference))
     }

@@ -839,213 +839,248 @@ mod tests {
         store.commit_image(new, &mut pins).await
     }
 
+    /// Runs a test body under a deadline.
+    async fn timed(body: impl std::future::Future<Output = ()>) {
+        tokio::time::timeout(std::time::Duration::from_secs(60), body)
+            .await
+            .expect("test timed out");
+    }
+
     fn count(dir: &Path) -> usize {
         fs::read_dir(dir).unwrap().count()
     }
 
     #[tokio::test]
     async fn images_survive_reopening_and_resolve_by_tag_digest_id_and_prefix() {
-        let root = tempfile::tempdir().unwrap();
-        let store = ImageStore::open(root.path()).unwrap();
-        let image = add_image(&store, "busybox:1", &[tar_with(&[("bin/sh", "elf")])])
-            .await
-            .unwrap();
-        assert_eq!(image.repo_tags, ["docker.io/library/busybox:1"]);
-        assert_eq!(
-            image.runtime_config().unwrap().cmd().as_deref(),
-            Some(&["sh".to_string()][..])
-        );
-        drop(store);
-
-        let store = ImageStore::open(root.path()).unwrap();
-        assert_eq!(store.list(), std::slice::from_ref(&image));
-        let hex = image.id.strip_prefix("sha256:").unwrap();
-        for key in [
-            "busybox:1",
-            "docker.io/library/busybox:1",
-            image.repo_digests[0].as_str(),
-            &format!("busybox@{}", image.manifest_digest),
-            image.id.as_str(),
-            hex,
-            &hex[..12],
-            &format!("sha256:{}", &hex[..5]),
-        ] {
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let store = ImageStore::open(root.path()).unwrap();
+            let image = add_image(&store, "busybox:1", &[tar_with(&[("bin/sh", "elf")])])
+                .await
+                .unwrap();
+            assert_eq!(image.repo_tags, ["docker.io/library/busybox:1"]);
             assert_eq!(
-                store.get(key).as_ref().map(|i| &i.id),
-                Some(&image.id),
-                "{key}"
+                image.runtime_config().unwrap().cmd().as_deref(),
+                Some(&["sh".to_string()][..])
             );
-        }
-        for key in ["busybox", "busybox:2", "other:1", "ffffffffffff"] {
-            assert!(store.get(key).is_none(), "{key}");
-        }
-        let layer = store.layer_dir(&image.layers[0].chain_id);
-        assert_eq!(fs::read(layer.join("bin/sh")).unwrap(), b"elf");
+            drop(store);
+
+            let store = ImageStore::open(root.path()).unwrap();
+            assert_eq!(store.list(), std::slice::from_ref(&image));
+            let hex = image.id.strip_prefix("sha256:").unwrap();
+            for key in [
+                "busybox:1",
+                "docker.io/library/busybox:1",
+                image.repo_digests[0].as_str(),
+                &format!("busybox@{}", image.manifest_digest),
+                image.id.as_str(),
+                hex,
+                &hex[..12],
+                &format!("sha256:{}", &hex[..5]),
+            ] {
+                assert_eq!(
+                    store.get(key).as_ref().map(|i| &i.id),
+                    Some(&image.id),
+                    "{key}"
+                );
+            }
+            for key in ["busybox", "busybox:2", "other:1", "ffffffffffff"] {
+                assert!(store.get(key).is_none(), "{key}");
+            }
+            let layer = store.layer_dir(&image.layers[0].chain_id);
+            assert_eq!(fs::read(layer.join("bin/sh")).unwrap(), b"elf");
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn open_deletes_what_an_interrupted_pull_left_behind() {
-        let root = tempfile::tempdir().unwrap();
-        let store = ImageStore::open(root.path()).unwrap();
-        let image = add_image(&store, "kept:1", &[tar_with(&[("a", "1")])])
-            .await
-            .unwrap();
-        drop(store);
-        let images = root.path().join("images");
-        let layers = root.path().join("layers");
-        fs::write(images.join("ingest/download-1"), b"partial").unwrap();
-        fs::create_dir(layers.join(".tmp-123")).unwrap();
-        fs::write(layers.join(".tmp-123/half"), b"x").unwrap();
-        fs::write(images.join("blobs/sha256").join("ab".repeat(32)), b"orphan").unwrap();
-        fs::create_dir(layers.join("cd".repeat(32))).unwrap();
-        fs::write(images.join("state.json.tmp"), b"{trunc").unwrap();
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let store = ImageStore::open(root.path()).unwrap();
+            let image = add_image(&store, "kept:1", &[tar_with(&[("a", "1")])])
+                .await
+                .unwrap();
+            drop(store);
+            let images = root.path().join("images");
+            let layers = root.path().join("layers");
+            fs::write(images.join("ingest/download-1"), b"partial").unwrap();
+            fs::create_dir(layers.join(".tmp-123")).unwrap();
+            fs::write(layers.join(".tmp-123/half"), b"x").unwrap();
+            fs::write(images.join("blobs/sha256").join("ab".repeat(32)), b"orphan").unwrap();
+            fs::create_dir(layers.join("cd".repeat(32))).unwrap();
+            fs::write(images.join("state.json.tmp"), b"{trunc").unwrap();
 
-        let store = ImageStore::open(root.path()).unwrap();
-        assert_eq!(count(&images.join("ingest")), 0);
-        assert_eq!(count(&layers), 1);
-        assert!(store.layer_dir(&image.layers[0].chain_id).is_dir());
-        // manifest, config, layer
-        assert_eq!(count(&images.join("blobs/sha256")), 3);
-        assert_eq!(store.get("kept:1").unwrap(), image);
+            let store = ImageStore::open(root.path()).unwrap();
+            assert_eq!(count(&images.join("ingest")), 0);
+            assert_eq!(count(&layers), 1);
+            assert!(store.layer_dir(&image.layers[0].chain_id).is_dir());
+            // manifest, config, layer
+            assert_eq!(count(&images.join("blobs/sha256")), 3);
+            assert_eq!(store.get("kept:1").unwrap(), image);
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_corrupt_state_file_is_an_error_naming_it() {
-        let root = tempfile::tempdir().unwrap();
-        drop(ImageStore::open(root.path()).unwrap());
-        fs::write(root.path().join("images/state.json"), b"{not json").unwrap();
-        let err = ImageStore::open(root.path()).unwrap_err();
-        assert!(matches!(err, ImageError::Corrupt { .. }), "{err}");
-        assert!(err.to_string().contains("state.json"), "{err}");
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            drop(ImageStore::open(root.path()).unwrap());
+            fs::write(root.path().join("images/state.json"), b"{not json").unwrap();
+            let err = ImageStore::open(root.path()).unwrap_err();
+            assert!(matches!(err, ImageError::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains("state.json"), "{err}");
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_second_open_of_one_store_is_refused() {
-        let root = tempfile::tempdir().unwrap();
-        let _store = ImageStore::open(root.path()).unwrap();
-        assert!(matches!(
-            ImageStore::open(root.path()),
-            Err(ImageError::Locked { .. })
-        ));
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let _store = ImageStore::open(root.path()).unwrap();
+            assert!(matches!(
+                ImageStore::open(root.path()),
+                Err(ImageError::Locked { .. })
+            ));
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn shared_layers_live_until_no_image_or_lease_uses_them() {
-        let root = tempfile::tempdir().unwrap();
-        let store = ImageStore::open(root.path()).unwrap();
-        let base = tar_with(&[("base", "b")]);
-        let a = add_image(&store, "a:1", &[base.clone(), tar_with(&[("a", "a")])])
-            .await
-            .unwrap();
-        let b = add_image(&store, "b:1", &[base, tar_with(&[("b", "b")])])
-            .await
-            .unwrap();
-        assert_eq!(a.layers[0].chain_id, b.layers[0].chain_id);
-        assert_ne!(a.layers[1].chain_id, b.layers[1].chain_id);
-        let layers = root.path().join("layers");
-        assert_eq!(count(&layers), 3);
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let store = ImageStore::open(root.path()).unwrap();
+            let base = tar_with(&[("base", "b")]);
+            let a = add_image(&store, "a:1", &[base.clone(), tar_with(&[("a", "a")])])
+                .await
+                .unwrap();
+            let b = add_image(&store, "b:1", &[base, tar_with(&[("b", "b")])])
+                .await
+                .unwrap();
+            assert_eq!(a.layers[0].chain_id, b.layers[0].chain_id);
+            assert_ne!(a.layers[1].chain_id, b.layers[1].chain_id);
+            let layers = root.path().join("layers");
+            assert_eq!(count(&layers), 3);
 
-        let dirs = store.lease("container-1", "b:1").unwrap();
-        assert_eq!(
-            dirs,
-            b.layers
-                .iter()
-                .map(|l| store.layer_dir(&l.chain_id))
-                .collect::<Vec<_>>()
-        );
-        assert!(dirs[1].join("b").is_file());
+            let dirs = store.lease("container-1", "b:1").unwrap();
+            assert_eq!(
+                dirs,
+                b.layers
+                    .iter()
+                    .map(|l| store.layer_dir(&l.chain_id))
+                    .collect::<Vec<_>>()
+            );
+            assert!(dirs[1].join("b").is_file());
 
-        assert_eq!(
-            store.remove("a:1").unwrap().map(|i| i.id),
-            Some(a.id.clone())
-        );
-        assert_eq!(
-            count(&layers),
-            2,
-            "a's own layer goes, the shared one stays"
-        );
-        assert!(!store.layer_dir(&a.layers[1].chain_id).exists());
+            assert_eq!(
+                store.remove("a:1").unwrap().map(|i| i.id),
+                Some(a.id.clone())
+            );
+            assert_eq!(
+                count(&layers),
+                2,
+                "a's own layer goes, the shared one stays"
+            );
+            assert!(!store.layer_dir(&a.layers[1].chain_id).exists());
 
-        store.remove(&b.id).unwrap();
-        assert!(store.list().is_empty());
-        assert_eq!(count(&layers), 2, "the lease keeps b's layers");
-        assert_eq!(
-            store.remove("b:1").unwrap(),
-            None,
-            "removing a missing image succeeds"
-        );
-        drop(store);
+            store.remove(&b.id).unwrap();
+            assert!(store.list().is_empty());
+            assert_eq!(count(&layers), 2, "the lease keeps b's layers");
+            assert_eq!(
+                store.remove("b:1").unwrap(),
+                None,
+                "removing a missing image succeeds"
+            );
+            drop(store);
 
-        let store = ImageStore::open(root.path()).unwrap();
-        assert_eq!(store.leases(), [("container-1".to_string(), b.id.clone())]);
-        assert_eq!(count(&layers), 2, "leases persist across reopening");
-        store.release("container-1").unwrap();
-        store.release("container-1").unwrap();
-        assert_eq!(count(&layers), 0);
-        assert_eq!(count(&root.path().join("images/blobs/sha256")), 0);
-        assert!(matches!(
-            store.lease("c2", "b:1"),
-            Err(ImageError::NotFound { .. })
-        ));
+            let store = ImageStore::open(root.path()).unwrap();
+            assert_eq!(store.leases(), [("container-1".to_string(), b.id.clone())]);
+            assert_eq!(count(&layers), 2, "leases persist across reopening");
+            store.release("container-1").unwrap();
+            store.release("container-1").unwrap();
+            assert_eq!(count(&layers), 0);
+            assert_eq!(count(&root.path().join("images/blobs/sha256")), 0);
+            assert!(matches!(
+                store.lease("c2", "b:1"),
+                Err(ImageError::NotFound { .. })
+            ));
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_moved_tag_leaves_the_old_image_known_by_its_repo_digest() {
-        let root = tempfile::tempdir().unwrap();
-        let store = ImageStore::open(root.path()).unwrap();
-        let old = add_image(&store, "app:1", &[tar_with(&[("v", "1")])])
-            .await
-            .unwrap();
-        let mut repo_digest_only = old.clone();
-        repo_digest_only.repo_tags.clear();
-        let new = add_image(&store, "app:1", &[tar_with(&[("v", "2")])])
-            .await
-            .unwrap();
-        assert_eq!(store.get("app:1").unwrap().id, new.id);
-        // The old image keeps its repo digest, as containerd keeps name@digest.
-        assert_eq!(store.get(&old.id), Some(repo_digest_only));
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let store = ImageStore::open(root.path()).unwrap();
+            let old = add_image(&store, "app:1", &[tar_with(&[("v", "1")])])
+                .await
+                .unwrap();
+            let mut repo_digest_only = old.clone();
+            repo_digest_only.repo_tags.clear();
+            let new = add_image(&store, "app:1", &[tar_with(&[("v", "2")])])
+                .await
+                .unwrap();
+            assert_eq!(store.get("app:1").unwrap().id, new.id);
+            // The old image keeps its repo digest, as containerd keeps name@digest.
+            assert_eq!(store.get(&old.id), Some(repo_digest_only));
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_layer_not_matching_its_diff_id_is_refused_and_leaves_nothing() {
-        let root = tempfile::tempdir().unwrap();
-        let store = ImageStore::open(root.path()).unwrap();
-        let wrong = vec![sha256_bytes(b"something else")];
-        let err = add_image_with_diff_ids(&store, "bad:1", &[tar_with(&[("a", "1")])], Some(wrong))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
-        assert_eq!(count(&root.path().join("layers")), 0);
-        assert!(store.list().is_empty());
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let store = ImageStore::open(root.path()).unwrap();
+            let wrong = vec![sha256_bytes(b"something else")];
+            let err =
+                add_image_with_diff_ids(&store, "bad:1", &[tar_with(&[("a", "1")])], Some(wrong))
+                    .await
+                    .unwrap_err();
+            assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+            assert_eq!(count(&root.path().join("layers")), 0);
+            assert!(store.list().is_empty());
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn a_blob_not_matching_its_digest_is_refused() {
-        let root = tempfile::tempdir().unwrap();
-        let store = ImageStore::open(root.path()).unwrap();
-        let err = store
-            .put_blob(b"abc", &sha256_bytes(b"abd"), "test blob")
-            .unwrap_err();
-        assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
-        assert_eq!(count(&root.path().join("images/ingest")), 0);
-        assert_eq!(count(&root.path().join("images/blobs/sha256")), 0);
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let store = ImageStore::open(root.path()).unwrap();
+            let err = store
+                .put_blob(b"abc", &sha256_bytes(b"abd"), "test blob")
+                .unwrap_err();
+            assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+            assert_eq!(count(&root.path().join("images/ingest")), 0);
+            assert_eq!(count(&root.path().join("images/blobs/sha256")), 0);
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn fs_info_counts_bytes_and_inodes_of_the_store() {
-        let root = tempfile::tempdir().unwrap();
-        let store = ImageStore::open(root.path()).unwrap();
-        let empty = store.fs_info().unwrap();
-        add_image(&store, "x:1", &[tar_with(&[("big", &"x".repeat(100_000))])])
-            .await
-            .unwrap();
-        let used = store.fs_info().unwrap();
-        assert!(
-            used.used_bytes >= empty.used_bytes + 200_000,
-            "{empty:?} {used:?}"
-        );
-        assert!(used.inodes_used > empty.inodes_used);
-        assert!(root.path().starts_with(&used.mountpoint));
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let store = ImageStore::open(root.path()).unwrap();
+            let empty = store.fs_info().unwrap();
+            add_image(&store, "x:1", &[tar_with(&[("big", &"x".repeat(100_000))])])
+                .await
+                .unwrap();
+            let used = store.fs_info().unwrap();
+            assert!(
+                used.used_bytes >= empty.used_bytes + 200_000,
+                "{empty:?} {used:?}"
+            );
+            assert!(used.inodes_used > empty.inodes_used);
+            assert!(root.path().starts_with(&used.mountpoint));
+        })
+        .await;
     }
 
     #[test]
