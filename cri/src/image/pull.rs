@@ -16,7 +16,7 @@ use oci_client::{Client, Reference};
 
 use super::manifest::{self, Document};
 use super::reference::ImageReference;
-use super::store::{NewImage, chain_ids, sha256_bytes};
+use super::store::{NewImage, chain_ids, commit_file, sha256_bytes};
 use super::{Image, ImageError, ImageStore};
 
 /// Blobs downloaded at once by one pull.
@@ -347,7 +347,14 @@ impl ImageStore {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(ctx.error(e));
         }
-        self.commit_blob_file(&tmp, digest, &format!("blob {digest} of {}", ctx.reference))
+        let dest = self.blob_path(digest);
+        let (digest, what) = (
+            digest.to_string(),
+            format!("blob {digest} of {}", ctx.reference),
+        );
+        tokio::task::spawn_blocking(move || commit_file(&tmp, &dest, &digest, &what))
+            .await
+            .map_err(|e| ImageError::io("store", self.root())(std::io::Error::other(e)))?
     }
 }
 

@@ -25,6 +25,8 @@ use super::{ImageError, unpack};
 const STATE_VERSION: u32 = 1;
 /// Prefix of temporary layer directories.
 const TMP_PREFIX: &str = ".tmp-";
+/// Prefix of layer directories being deleted (renamed under the lock, deleted outside it).
+const TRASH_PREFIX: &str = ".trash-";
 
 /// Settings fixed when the store is opened.
 #[derive(Debug, Clone, Default)]
@@ -111,6 +113,12 @@ struct Inner {
 
 /// The content-addressed image store. See the module documentation of `crate::image` for the
 /// layout on disk.
+///
+/// `pull` is async and keeps slow work (downloads, hashing, unpacking) off the async threads.
+/// The other methods do file system work directly (`remove`, `release` and `lease` may delete
+/// layer trees, `import` copies and unpacks) and are best called from
+/// `tokio::task::spawn_blocking` or a blocking context; `get`, `list` and `leases` only read
+/// memory.
 pub struct ImageStore {
     root: PathBuf,
     options: StoreOptions,
@@ -219,7 +227,18 @@ impl ImageStore {
             _lock: lock,
         };
         clear_dir(&store.ingest_dir())?;
-        store.collect_garbage(&store.lock())?;
+        let layers = store.root.join("layers");
+        for entry in fs::read_dir(&layers).map_err(ImageError::io("read", &layers))? {
+            let entry = entry.map_err(ImageError::io("read", &layers))?;
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(TRASH_PREFIX)
+            {
+                remove_path(&entry.path())?;
+            }
+        }
+        store.collect_garbage(store.lock())?;
         Ok(store)
     }
 
@@ -254,7 +273,7 @@ impl ImageStore {
         };
         let removed = inner.state.images.remove(&id);
         self.save(&inner)?;
-        self.collect_garbage(&inner)?;
+        self.collect_garbage(inner)?;
         Ok(removed)
     }
 
@@ -279,7 +298,7 @@ impl ImageStore {
         let previous = inner.state.leases.insert(holder.to_string(), lease);
         self.save(&inner)?;
         if previous.is_some() {
-            self.collect_garbage(&inner)?;
+            self.collect_garbage(inner)?;
         }
         Ok(dirs)
     }
@@ -291,7 +310,7 @@ impl ImageStore {
             return Ok(());
         }
         self.save(&inner)?;
-        self.collect_garbage(&inner)
+        self.collect_garbage(inner)
     }
 
     /// The holders with leases, and the image ID each leased.
@@ -384,26 +403,7 @@ impl ImageStore {
         digest: &str,
         what: &str,
     ) -> Result<(), ImageError> {
-        let result = (|| {
-            check_digest_format(digest, what)?;
-            let mut file = File::open(tmp).map_err(ImageError::io("open", tmp))?;
-            let actual = sha256_reader(&mut file).map_err(ImageError::io("read", tmp))?;
-            if actual != digest {
-                return Err(ImageError::DigestMismatch {
-                    what: what.to_string(),
-                    expected: digest.to_string(),
-                    actual,
-                });
-            }
-            file.sync_all().map_err(ImageError::io("sync", tmp))?;
-            let dest = self.blob_path(digest);
-            fs::rename(tmp, &dest).map_err(ImageError::io("rename", &dest))?;
-            sync_dir(dest.parent().unwrap_or(&self.root))
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(tmp);
-        }
-        result
+        commit_file(tmp, &self.blob_path(digest), digest, what)
     }
 
     /// Stores `bytes` as the blob `digest` after checking the hash.
@@ -537,7 +537,7 @@ impl ImageStore {
         };
         self.save(&inner)?;
         if !orphaned.is_empty() {
-            self.collect_garbage(&inner)?;
+            self.collect_garbage(inner)?;
         }
         Ok(merged)
     }
@@ -560,8 +560,10 @@ impl ImageStore {
     }
 
     /// Deletes blobs and layer directories that no image, lease or pin names, and temporary
-    /// layer directories nothing is writing to.
-    fn collect_garbage(&self, inner: &Inner) -> Result<(), ImageError> {
+    /// layer directories nothing is writing to. Under the lock, blobs are deleted and dead
+    /// layer directories only renamed aside; their trees are deleted after the lock is
+    /// released (what a crash leaves of them goes at the next open).
+    fn collect_garbage(&self, inner: MutexGuard<'_, Inner>) -> Result<(), ImageError> {
         let mut live: HashSet<&str> = inner.pins.keys().map(String::as_str).collect();
         for image in inner.state.images.values() {
             live.insert(&image.id);
@@ -584,21 +586,37 @@ impl ImageStore {
             .map(|key| key.split_once(':').map_or(*key, |(_, hex)| hex))
             .collect();
         let tmp_in_use = !inner.pins.is_empty();
-        for dir in [
-            self.root.join("images/blobs/sha256"),
-            self.root.join("layers"),
-        ] {
+        let layers = self.root.join("layers");
+        let mut trash = Vec::new();
+        for dir in [self.root.join("images/blobs/sha256"), layers.clone()] {
             let entries = fs::read_dir(&dir).map_err(ImageError::io("read", &dir))?;
             for entry in entries {
                 let entry = entry.map_err(ImageError::io("read", &dir))?;
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
                 let keep = live_hex.contains(name.as_ref())
+                    || name.starts_with(TRASH_PREFIX)
                     || (tmp_in_use && name.starts_with(TMP_PREFIX));
-                if !keep {
-                    tracing::debug!(path = %entry.path().display(), "removing unreferenced image content");
-                    remove_path(&entry.path())?;
+                if keep {
+                    continue;
                 }
+                let path = entry.path();
+                tracing::debug!(path = %path.display(), "removing unreferenced image content");
+                if dir == layers {
+                    let aside =
+                        layers.join(format!("{TRASH_PREFIX}{:016x}", rand::random::<u64>()));
+                    fs::rename(&path, &aside).map_err(ImageError::io("rename", &path))?;
+                    trash.push(aside);
+                } else {
+                    remove_path(&path)?;
+                }
+            }
+        }
+        drop(inner);
+        for path in trash {
+            // The state no longer names it; a failure here only leaves garbage for next open.
+            if let Err(e) = remove_path(&path) {
+                tracing::warn!(error = %e, "deleting an unused layer failed");
             }
         }
         Ok(())
@@ -672,6 +690,36 @@ pub(crate) fn sha256_reader(reader: &mut impl Read) -> io::Result<String> {
         }
     }
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+/// Checks that the file at `tmp` hashes to `digest`, syncs it and renames it to `dest` (a
+/// blob path). `tmp` is removed either way. Blocking; the pieces are owned-friendly so pulls
+/// can run it on the blocking pool.
+pub(crate) fn commit_file(
+    tmp: &Path,
+    dest: &Path,
+    digest: &str,
+    what: &str,
+) -> Result<(), ImageError> {
+    let result = (|| {
+        check_digest_format(digest, what)?;
+        let mut file = File::open(tmp).map_err(ImageError::io("open", tmp))?;
+        let actual = sha256_reader(&mut file).map_err(ImageError::io("read", tmp))?;
+        if actual != digest {
+            return Err(ImageError::DigestMismatch {
+                what: what.to_string(),
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        file.sync_all().map_err(ImageError::io("sync", tmp))?;
+        fs::rename(tmp, dest).map_err(ImageError::io("rename", dest))?;
+        sync_dir(dest.parent().unwrap_or(Path::new("/")))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result
 }
 
 /// Refuses digests this store cannot verify (only sha256 is stored).
@@ -907,6 +955,7 @@ mod tests {
             fs::write(images.join("ingest/download-1"), b"partial").unwrap();
             fs::create_dir(layers.join(".tmp-123")).unwrap();
             fs::write(layers.join(".tmp-123/half"), b"x").unwrap();
+            fs::create_dir_all(layers.join(".trash-9/bin")).unwrap();
             fs::write(images.join("blobs/sha256").join("ab".repeat(32)), b"orphan").unwrap();
             fs::create_dir(layers.join("cd".repeat(32))).unwrap();
             fs::write(images.join("state.json.tmp"), b"{trunc").unwrap();
