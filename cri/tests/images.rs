@@ -237,6 +237,13 @@ async fn pull_failures_are_told_apart() {
             "{unreachable:?}"
         );
 
+        // Over HTTPS (the rustls provider is set up), a name that never resolves.
+        let no_dns = store.pull("registry.invalid/busybox:1", None).await;
+        assert!(
+            matches!(no_dns, Err(ImageError::Unreachable { .. })),
+            "{no_dns:?}"
+        );
+
         let invalid = store.pull("Not A Reference", None).await;
         assert!(
             matches!(invalid, Err(ImageError::InvalidReference { .. })),

@@ -1132,6 +1132,55 @@ mod tests {
         .await;
     }
 
+    #[tokio::test]
+    async fn overlayfs_honours_the_translated_whiteouts() {
+        timed(async {
+            let root = tempfile::tempdir().unwrap();
+            let store = ImageStore::open(root.path()).unwrap();
+            let lower = tar_with(&[("etc/passwd", "root"), ("etc/group", "g"), ("var/a", "a")]);
+            let upper = tar_with(&[
+                ("etc/.wh.passwd", ""),
+                ("var/.wh..wh..opq", ""),
+                ("var/b", "b"),
+            ]);
+            let image = add_image(&store, "wh:1", &[lower, upper]).await.unwrap();
+            let dirs = store.lease("c", &image.id).unwrap();
+            let target = root.path().join("mnt");
+            fs::create_dir(&target).unwrap();
+            // overlayfs lists lower directories topmost first.
+            let lowerdir = dirs
+                .iter()
+                .rev()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>();
+            let options = format!("lowerdir={}", lowerdir.join(":"));
+            let mounted = nix::mount::mount(
+                Some("overlay"),
+                &target,
+                Some("overlay"),
+                nix::mount::MsFlags::MS_RDONLY,
+                Some(options.as_str()),
+            );
+            if let Err(e) = mounted {
+                eprintln!("skipped: cannot mount overlayfs here: {e}");
+                return;
+            }
+            let seen = (
+                target.join("etc/passwd").exists(),
+                target.join("etc/group").exists(),
+                target.join("var/a").exists(),
+                target.join("var/b").exists(),
+            );
+            nix::mount::umount(&target).unwrap();
+            assert_eq!(
+                seen,
+                (false, true, false, true),
+                "passwd, group, var/a, var/b"
+            );
+        })
+        .await;
+    }
+
     #[test]
     fn chain_ids_follow_the_oci_definition() {
         let diff = |c: char| format!("sha256:{}", c.to_string().repeat(64));
