@@ -27,6 +27,8 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// The extended attribute overlayfs reads to treat a directory as opaque.
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// Extended attributes overlayfs interprets.
+const OVERLAY_XATTR_PREFIX: &str = "trusted.overlay.";
 /// PAX records carrying extended attributes.
 const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
 /// Symlinks followed while resolving one path before giving up (as the kernel's ELOOP).
@@ -146,6 +148,14 @@ impl<'a> Unpacker<'a> {
                 .map_err(ImageError::io("set opaque xattr on", &parent));
         }
         if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX) {
+            if hidden.starts_with(WHITEOUT_PREFIX) {
+                // Other `.wh..wh.` names are aufs metadata, meaningless to overlayfs.
+                tracing::debug!(path = %raw_path.display(), "skipping aufs metadata entry");
+                return Ok(());
+            }
+            if matches!(hidden, "" | "." | "..") {
+                return Err(self.invalid(format!("whiteout {} names no file", raw_path.display())));
+            }
             let target = parent.join(hidden);
             remove_existing(&target)?;
             return mknod(&target, nix::sys::stat::SFlag::S_IFCHR, 0, 0, 0);
@@ -274,6 +284,12 @@ impl<'a> Unpacker<'a> {
                 let extension = extension.map_err(self.read_err())?;
                 let Ok(key) = extension.key() else { continue };
                 if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
+                    if name.starts_with(OVERLAY_XATTR_PREFIX) {
+                        // Only whiteout translation may speak to overlayfs: a layer's own
+                        // overlay attributes (redirects, metacopy) could reach other layers.
+                        tracing::debug!(path = %path.display(), xattr = name, "refusing overlay xattr from layer");
+                        continue;
+                    }
                     xattr::set(path, name, extension.value_bytes())
                         .map_err(ImageError::io("set xattr on", path))?;
                 }
@@ -576,6 +592,62 @@ pub(crate) mod tests {
         );
         assert!(root.join("owned2").is_file());
         assert!(!dir.path().join("owned2").exists());
+    }
+
+    #[test]
+    fn whiteouts_naming_no_file_are_refused_and_aufs_metadata_skipped() {
+        for name in ["d/.wh.", "d/.wh..", "d/.wh..."] {
+            let tar = TarBuilder::new()
+                .dir("d/")
+                .file("d/keep", b"x")
+                .file(name, b"")
+                .finish();
+            let (dir, result) = unpack(&tar);
+            assert!(
+                matches!(result, Err(ImageError::InvalidContent { .. })),
+                "{name}: {result:?}"
+            );
+            assert!(
+                dir.path().join("root/d/keep").exists(),
+                "{name} removed its directory"
+            );
+        }
+        let tar = TarBuilder::new()
+            .file(".wh..wh.plnk/1", b"")
+            .file(".wh..wh.aufs", b"")
+            .finish();
+        let (dir, result) = unpack(&tar);
+        result.unwrap();
+        assert!(!dir.path().join("root/.wh..wh.aufs").exists());
+    }
+
+    #[test]
+    fn overlay_xattrs_in_a_layer_are_not_applied() {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append_pax_extensions([
+                ("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..]),
+                ("SCHILY.xattr.user.kept", &b"1"[..]),
+            ])
+            .unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(1);
+        header.set_path("f").unwrap();
+        header.set_cksum();
+        builder.append(&header, &b"x"[..]).unwrap();
+        let (dir, result) = unpack(&builder.into_inner().unwrap());
+        result.unwrap();
+        let file = dir.path().join("root/f");
+        assert_eq!(xattr::get(&file, "trusted.overlay.redirect").unwrap(), None);
+        assert_eq!(
+            xattr::get(&file, "user.kept").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
     }
 
     #[test]
