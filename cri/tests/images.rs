@@ -253,6 +253,7 @@ async fn pull_failures_are_told_apart() {
         assert!(store.list().is_empty());
         assert_eq!(count(&root.path().join("layers")), 0);
         assert_eq!(count(&root.path().join("images/ingest")), 0);
+        assert_eq!(count(&root.path().join("images/blobs/sha256")), 0);
     })
     .await;
 }
@@ -550,6 +551,43 @@ async fn cri_import_refuses_a_store_the_runtime_holds() {
                 .get("pause:1")
                 .is_some()
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_layout_with_a_corrupt_blob_is_refused_and_leaves_nothing() {
+    timed(async {
+        let layouts = layouts();
+        let work = tempfile::tempdir().unwrap();
+        let copy = work.path().join("busybox");
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(layouts.join("busybox"))
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // The largest blob is the layer; corrupt it.
+        let blobs = copy.join("blobs/sha256");
+        let layer = std::fs::read_dir(&blobs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        std::fs::write(&layer, b"not the layer").unwrap();
+
+        let root = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(root.path()).unwrap();
+        let refused = store.import(&copy).await;
+        assert!(
+            matches!(refused, Err(ImageError::DigestMismatch { .. })),
+            "{refused:?}"
+        );
+        assert!(store.list().is_empty());
+        assert_eq!(count(&root.path().join("images/blobs/sha256")), 0);
+        assert_eq!(count(&root.path().join("images/ingest")), 0);
+        assert_eq!(count(&root.path().join("layers")), 0);
     })
     .await;
 }

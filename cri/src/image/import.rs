@@ -38,17 +38,23 @@ struct DockerEntry {
 impl ImageStore {
     /// Imports every image in `path`: an OCI image layout directory or tarball, or a
     /// `docker save` tarball. Returns the stored images (names moved to them as for a pull).
+    /// On failure, images imported before the failing one stay; the rest of what it stored is
+    /// swept.
     pub async fn import(&self, path: &Path) -> Result<Vec<Image>, ImageError> {
         let meta = fs::metadata(path).map_err(ImageError::io("read", path))?;
-        if meta.is_dir() {
-            return self.import_unpacked(path, path).await;
-        }
         let staging = self.ingest_path("import");
-        let result = match extract_archive(path, &staging) {
-            Ok(()) => self.import_unpacked(&staging, path).await,
-            Err(e) => Err(e),
+        let result = if meta.is_dir() {
+            self.import_unpacked(path, path).await
+        } else {
+            match extract_archive(path, &staging) {
+                Ok(()) => self.import_unpacked(&staging, path).await,
+                Err(e) => Err(e),
+            }
         };
         let _ = fs::remove_dir_all(&staging);
+        if result.is_err() {
+            self.sweep();
+        }
         result
     }
 

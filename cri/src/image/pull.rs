@@ -202,7 +202,20 @@ impl ImageStore {
     /// running platform and returns the stored image. Layers already unpacked are not
     /// downloaded again. The tag (if any) and `name@<digest of what the registry served>` now
     /// name this image, moving from any image that held them.
+    /// A failed pull leaves nothing behind: what it stored is unreferenced and swept.
     pub async fn pull(
+        &self,
+        image_ref: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<Image, ImageError> {
+        let result = self.pull_inner(image_ref, auth).await;
+        if result.is_err() {
+            self.sweep();
+        }
+        result
+    }
+
+    async fn pull_inner(
         &self,
         image_ref: &str,
         auth: Option<&RegistryAuth>,

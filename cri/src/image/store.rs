@@ -313,6 +313,14 @@ impl ImageStore {
         self.collect_garbage(inner)
     }
 
+    /// Deletes what nothing references, after a failed pull or import; failures are only
+    /// logged (the next open retries).
+    pub(crate) fn sweep(&self) {
+        if let Err(e) = self.collect_garbage(self.lock()) {
+            tracing::warn!(error = %e, "sweeping unreferenced image content failed");
+        }
+    }
+
     /// The holders with leases, and the image ID each leased.
     pub fn leases(&self) -> Vec<(String, String)> {
         let inner = self.lock();
