@@ -591,3 +591,95 @@ async fn a_layout_with_a_corrupt_blob_is_refused_and_leaves_nothing() {
     })
     .await;
 }
+
+/// Builds an OCI layout at `dir` whose one entry (`multi:1`) is an index of busybox for this
+/// machine's architecture and pause labelled as s390x; returns the index digest.
+fn multi_platform_layout(layouts: &Path, dir: &Path) -> String {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let mut entries = Vec::new();
+    let this_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    for (name, arch) in [("pause", "s390x"), ("busybox", this_arch)] {
+        let layout = layouts.join(name);
+        for blob in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+            let blob = blob.unwrap();
+            std::fs::copy(blob.path(), blobs.join(blob.file_name())).unwrap();
+        }
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let mut entry = index["manifests"][0].clone();
+        entry.as_object_mut().unwrap().remove("annotations");
+        entry["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+        entries.push(entry);
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))
+    .unwrap();
+    let digest = {
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&index)))
+    };
+    std::fs::write(blobs.join(&digest["sha256:".len()..]), &index).unwrap();
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": digest,
+            "size": index.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi:1"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    digest
+}
+
+#[tokio::test]
+async fn indexes_yield_the_image_for_this_platform_from_registries_and_layouts() {
+    timed(async {
+        let layouts = layouts();
+        let work = tempfile::tempdir().unwrap();
+        let layout = work.path().join("multi");
+        let index_digest = multi_platform_layout(&layouts, &layout);
+        let registry = Registry::start(None).expect("registry");
+        let status = Command::new("skopeo")
+            .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:multi:1", layout.display()))
+            .arg(format!("docker://{}/multi:1", registry.address))
+            .status()
+            .unwrap();
+        assert!(status.success(), "skopeo push of the index failed");
+
+        let root = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(root.path()).unwrap();
+        let pulled = store
+            .pull(&format!("{}/multi:1", registry.address), None)
+            .await
+            .unwrap();
+        let cmd = pulled.runtime_config().and_then(|c| c.cmd().clone());
+        assert_eq!(cmd, Some(vec!["sh".to_string()]), "busybox, not pause");
+        assert_eq!(
+            pulled.repo_digests,
+            [format!("{}/multi@{index_digest}", registry.address)],
+            "the repo digest is the index's"
+        );
+        assert_ne!(pulled.manifest_digest, index_digest);
+
+        let imported = store.import(&layout).await.unwrap();
+        assert_eq!(imported[0].id, pulled.id);
+        let both = [
+            format!("{}/multi:1", registry.address),
+            "docker.io/library/multi:1".to_string(),
+        ];
+        assert_eq!(imported[0].repo_tags, both, "one image, named both ways");
+        assert_eq!(count(&root.path().join("layers")), 1);
+    })
+    .await;
+}
