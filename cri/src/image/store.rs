@@ -217,6 +217,15 @@ impl ImageStore {
             },
             Err(e) => return Err(ImageError::io("read", &state_path)(e)),
         };
+        if state.version != STATE_VERSION {
+            return Err(ImageError::Corrupt {
+                path: state_path,
+                reason: format!(
+                    "state format version {}, this build reads version {STATE_VERSION}",
+                    state.version
+                ),
+            });
+        }
         let store = ImageStore {
             root,
             options,
@@ -984,10 +993,15 @@ mod tests {
         timed(async {
             let root = tempfile::tempdir().unwrap();
             drop(ImageStore::open(root.path()).unwrap());
-            fs::write(root.path().join("images/state.json"), b"{not json").unwrap();
-            let err = ImageStore::open(root.path()).unwrap_err();
-            assert!(matches!(err, ImageError::Corrupt { .. }), "{err}");
-            assert!(err.to_string().contains("state.json"), "{err}");
+            for bad in [
+                &b"{not json"[..],
+                br#"{"version": 2, "images": {}, "leases": {}}"#,
+            ] {
+                fs::write(root.path().join("images/state.json"), bad).unwrap();
+                let err = ImageStore::open(root.path()).unwrap_err();
+                assert!(matches!(err, ImageError::Corrupt { .. }), "{err}");
+                assert!(err.to_string().contains("state.json"), "{err}");
+            }
         })
         .await;
     }
