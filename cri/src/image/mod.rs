@@ -27,6 +27,8 @@ mod unpack;
 use std::path::PathBuf;
 
 pub use import::import_offline;
+/// The image config types, so users of the store need not name oci-spec themselves.
+pub use oci_spec::image::{Config, ImageConfiguration};
 pub use pull::RegistryAuth;
 pub use reference::ImageReference;
 pub use store::{FsUsage, Image, ImageStore, Layer, StoreOptions};
