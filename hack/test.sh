@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(protobuf-compiler etcd-server sqlite3 ca-certificates)
+packages=(protobuf-compiler etcd-server sqlite3 ca-certificates
+  runc docker-registry skopeo umoci busybox-static catatonit nftables iproute2 util-linux python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +19,8 @@ fi
 # Debian's etcd package may start a system service; the tests run their own instances.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now etcd >/dev/null 2>&1 || true; fi
 pkill -x etcd -u etcd >/dev/null 2>&1 || true
+# The same for the registry: tests start their own on free ports.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
 command -v kubectl >/dev/null || { echo "kubectl is required at /usr/bin/kubectl" >&2; exit 1; }
 
 export CARGO_TERM_COLOR=never

@@ -1,7 +1,225 @@
-//! The CRI v1 runtime. Not built yet: the cri issue tracks it. Until then the binary refuses
-//! to run rather than pretend to serve CRI.
+//! `cri`: the CRI v1 runtime daemon (`cri serve`), the per-container monitor (`cri monitor`,
+//! run by the daemon itself) and image import (`cri import`).
 
-fn main() -> std::process::ExitCode {
-    eprintln!("cri: not implemented yet; see the cri issue. Use containerd meanwhile.");
-    std::process::ExitCode::from(2)
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cri::container::monitor;
+use cri::container::oci::Runc;
+use cri::image::{ImageStore, StoreOptions, import_offline};
+use cri::runtime::{Runtime, RuntimeOptions};
+use cri::sandbox::ipam::Ipv4Cidr;
+use cri::sandbox::network::NftCommand;
+use cri::service::image::CriImages;
+use cri::service::runtime::RuntimeServiceImpl;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+
+#[derive(Parser, Debug)]
+#[command(name = "cri", version, about = "A CRI v1 container runtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve CRI on a unix socket.
+    Serve(ServeArgs),
+    /// Import images into the store of a stopped daemon.
+    Import(ImportArgs),
+    /// Internal: supervise one container (started by the daemon).
+    #[command(hide = true)]
+    Monitor {
+        /// The monitor config.
+        config: PathBuf,
+    },
+    /// Internal: the detached second stage of the monitor.
+    #[command(hide = true, name = "monitor-stage2")]
+    MonitorStage2 {
+        /// The monitor config.
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// The CRI socket.
+    #[arg(long, default_value = "/run/cri-lite/cri.sock")]
+    listen: PathBuf,
+    /// Persistent state: records, IPAM, images, writable layers.
+    #[arg(long, default_value = "/var/lib/cri-lite")]
+    root: PathBuf,
+    /// Volatile state: bundles, pinned namespaces, root filesystem mounts.
+    #[arg(long, default_value = "/run/cri-lite")]
+    state: PathBuf,
+    /// The OCI runtime binary (runc, crun, youki: anything with runc's command line).
+    #[arg(long, default_value = "runc")]
+    runtime: PathBuf,
+    /// The node bridge.
+    #[arg(long, default_value = "cri0")]
+    bridge: String,
+    /// The pod network of the whole cluster (not masqueraded).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: Ipv4Cidr,
+    /// This node's pod subnet (UpdateRuntimeConfig may set it instead).
+    #[arg(long)]
+    pod_cidr: Option<Ipv4Cidr>,
+    /// Cgroup parent of sandboxes that name none.
+    #[arg(long, default_value = "/cri-lite")]
+    cgroup_root: String,
+    /// A registry (`host` or `host:port`) reached over plain HTTP; loopback ones always are.
+    #[arg(long)]
+    insecure_registry: Vec<String>,
+    /// Image tarballs and OCI layouts imported at start (default `<root>/preload`).
+    #[arg(long)]
+    preload_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ImportArgs {
+    /// The daemon's `--root` (the daemon must not be running; use the preload directory then).
+    #[arg(long, default_value = "/var/lib/cri-lite")]
+    root: PathBuf,
+    /// A registry reached over plain HTTP.
+    #[arg(long)]
+    insecure_registry: Vec<String>,
+    /// OCI image layouts (directories or tarballs) and `docker save` tarballs.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+fn store_options(insecure: &[String]) -> StoreOptions {
+    StoreOptions {
+        insecure_registries: insecure.to_vec(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Monitor { config } => monitor::run_first_stage(&config),
+        Command::MonitorStage2 { config } => monitor::run_second_stage(&config),
+        Command::Import(args) => {
+            let result = tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| {
+                    rt.block_on(import_offline(
+                        &args.root,
+                        store_options(&args.insecure_registry),
+                        &args.paths,
+                    ))
+                    .map_err(anyhow::Error::from)
+                });
+            match result {
+                Ok(images) => {
+                    for image in images {
+                        println!("{} {}", image.id, image.repo_tags.join(","));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cri import: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cri: cannot start: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cri: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime_binary = which(&args.runtime).with_context(|| {
+        format!(
+            "OCI runtime {:?} not found (install runc or pass --runtime)",
+            args.runtime
+        )
+    })?;
+    let runc = Runc {
+        binary: runtime_binary,
+        root: args.state.join("runc"),
+        monitor: std::env::current_exe().context("locate this binary for the monitor")?,
+    };
+    let table = format!("cri-lite-{}", args.bridge);
+    let options = RuntimeOptions {
+        root: args.root.clone(),
+        state: args.state.clone(),
+        bridge: args.bridge.clone(),
+        nft_table: table,
+        cluster_cidr: args.cluster_cidr,
+        pod_cidr: args.pod_cidr,
+        cgroup_root: args.cgroup_root.clone(),
+    };
+    let store = Arc::new(
+        ImageStore::open_with(&args.root, store_options(&args.insecure_registry))
+            .with_context(|| format!("open the image store under {}", args.root.display()))?,
+    );
+    let preload = args
+        .preload_dir
+        .clone()
+        .unwrap_or_else(|| args.root.join("preload"));
+    let preloaded = store
+        .import_dir(&preload)
+        .await
+        .with_context(|| format!("import the preload directory {}", preload.display()))?;
+    if !preloaded.is_empty() {
+        tracing::info!(images = preloaded.len(), dir = %preload.display(), "preloaded images");
+    }
+    let runtime = Arc::new(Runtime::open(
+        options,
+        Arc::new(runc),
+        store.clone(),
+        Arc::new(NftCommand),
+    )?);
+    let listener = cri::server::bind(&args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen.display()))?;
+    tracing::info!(socket = %args.listen.display(), "serving CRI");
+    tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(RuntimeServiceImpl::new(runtime)))
+        .add_service(CriImages::new(store).into_server())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            cri::server::shutdown_signal(),
+        )
+        .await
+        .context("serve CRI")?;
+    let _ = std::fs::remove_file(&args.listen);
+    tracing::info!("stopped; containers keep running under their monitors");
+    Ok(())
+}
+
+fn which(binary: &std::path::Path) -> Option<PathBuf> {
+    if binary.components().count() > 1 {
+        return binary.is_file().then(|| binary.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(binary))
+        .find(|p| p.is_file())
 }

@@ -3,139 +3,19 @@
 //! the failure kinds, imports, layer sharing and freeing, and the CRI ImageService over a
 //! unix socket with the k8s-cri client. Every test has its own directories and ports.
 
-use std::future::Future;
-use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cri::image::{ImageError, ImageStore, RegistryAuth};
 use cri::service::image::CriImages;
 use k8s_cri::v1 as api;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 
-const TEST_TIMEOUT: Duration = Duration::from_secs(180);
+mod support;
 
-/// Runs `test` under [`TEST_TIMEOUT`].
-async fn timed<F: Future<Output = ()>>(test: F) {
-    tokio::time::timeout(TEST_TIMEOUT, test)
-        .await
-        .expect("test timed out");
-}
-
-/// The busybox and pause layouts, built once per target directory by `hack/images` (which
-/// serialises concurrent builds itself).
-fn layouts() -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cri-images");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/images");
-    let status = Command::new(&script)
-        .arg(&out)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run hack/images");
-    assert!(status.success(), "hack/images failed");
-    out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
-}
-
-/// A docker-registry process on 127.0.0.1, killed when dropped.
-struct Registry {
-    child: Child,
-    address: String,
-    credentials: Option<(String, String)>,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    /// Starts a registry; with `credentials`, it requires them (htpasswd, bcrypt). `None` if
-    /// htpasswd files cannot be made here.
-    fn start(credentials: Option<(&str, &str)>) -> Option<Registry> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let address = format!("127.0.0.1:{port}");
-        let mut config = format!(
-            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {address}}}\n",
-            dir.path().join("data").display()
-        );
-        if let Some((user, password)) = credentials {
-            let hash = bcrypt(password)?;
-            let htpasswd = dir.path().join("htpasswd");
-            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("write htpasswd");
-            config.push_str(&format!(
-                "auth: {{htpasswd: {{realm: test, path: {}}}}}\n",
-                htpasswd.display()
-            ));
-        }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).expect("write registry config");
-        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry (apt-get install docker-registry)");
-        let registry = Registry {
-            child,
-            address,
-            credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&registry.address).is_err() {
-            assert!(Instant::now() < deadline, "registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(registry)
-    }
-
-    /// Pushes `name:1` from the layouts as `<registry>/<as_name>`.
-    fn push(&self, layouts: &Path, name: &str, as_name: &str) {
-        let mut command = Command::new("skopeo");
-        command.args(["copy", "--quiet", "--dest-tls-verify=false"]);
-        if let Some((user, password)) = &self.credentials {
-            command.arg(format!("--dest-creds={user}:{password}"));
-        }
-        let status = command
-            .arg(format!("oci:{}:{name}:1", layouts.join(name).display()))
-            .arg(format!("docker://{}/{as_name}", self.address))
-            .status()
-            .expect("run skopeo");
-        assert!(status.success(), "skopeo push of {name} failed");
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A bcrypt hash of `password` for htpasswd, from python3's crypt module, if it has one.
-fn bcrypt(password: &str) -> Option<String> {
-    let output = Command::new("python3")
-        .args([
-            "-W",
-            "ignore",
-            "-c",
-            "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
-            password,
-        ])
-        .output()
-        .ok()?;
-    let hash = String::from_utf8(output.stdout).ok()?.trim().to_string();
-    hash.starts_with("$2").then_some(hash)
-}
+use support::{Registry, free_port, layouts, timed};
 
 fn count(dir: &Path) -> usize {
     std::fs::read_dir(dir).expect("read dir").count()
@@ -393,16 +273,7 @@ async fn serve(
             .add_service(CriImages::new(store).into_server())
             .serve_with_incoming(incoming),
     );
-    let channel = tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(socket).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-        .unwrap();
+    let channel = support::unix_channel(&socket).await;
     ImageServiceClient::new(channel)
 }
 
