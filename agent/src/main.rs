@@ -1,7 +1,237 @@
-//! The node agent (kubelet role). Not built yet: the agent issue tracks it. Until then the
-//! binary refuses to run rather than pretend to manage a node.
+//! `agent`: the node agent. Registers the Node, keeps its Lease and status, and runs the pods
+//! bound to it through a CRI runtime. SIGTERM stops it; pods keep running and a restarted agent
+//! adopts them.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("agent: not implemented yet; see the agent issue. Use kubelet meanwhile.");
-    std::process::ExitCode::from(2)
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agent::node::{self, NodeSettings};
+use agent::pod::{self, worker::Shared};
+use agent::runtime::{ContainerRuntime, CriClient};
+use anyhow::Context;
+use clap::Parser;
+use k8s_openapi::api::core::v1::Taint;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::events::{Recorder, Reporter};
+use tracing::info;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "agent",
+    version,
+    about = "Kubernetes node agent (kubelet role)"
+)]
+struct Args {
+    /// Kubeconfig of the API server (default: the usual lookup).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The node's name (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The CRI runtime's socket.
+    #[arg(long, default_value = "unix:///run/cri-lite/cri.sock")]
+    runtime_endpoint: String,
+    /// State: pod volumes and the like.
+    #[arg(long, default_value = "/var/lib/agent")]
+    root_dir: PathBuf,
+    /// Where container logs go (`<dir>/<ns>_<pod>_<uid>/<container>/<n>.log`).
+    #[arg(long, default_value = "/var/log/pods")]
+    pod_log_dir: PathBuf,
+    /// Labels to register with, `k=v,k2=v2`.
+    #[arg(long, value_delimiter = ',')]
+    node_labels: Vec<String>,
+    /// Taints to register with, `key=value:Effect,key:Effect`.
+    #[arg(long, value_delimiter = ',')]
+    register_with_taints: Vec<String>,
+    /// Most pods this node runs.
+    #[arg(long, default_value_t = 110)]
+    max_pods: i64,
+    /// Cluster DNS servers for ClusterFirst pods.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<String>,
+    /// The cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The node's address (default: the address of the route to the API server).
+    #[arg(long)]
+    node_ip: Option<String>,
+    /// The pod CIDR when the API does not assign spec.podCIDR.
+    #[arg(long)]
+    pod_cidr: Option<String>,
+    /// The kubelet API port advertised.
+    #[arg(long, default_value_t = 10250)]
+    port: i32,
+    /// Cgroup parent of pods (QoS classes below it).
+    #[arg(long, default_value = "/kubepods")]
+    cgroup_root: String,
+}
+
+fn parse_taint(s: &str) -> anyhow::Result<Taint> {
+    let (kv, effect) = s
+        .rsplit_once(':')
+        .with_context(|| format!("taint {s:?} needs :Effect"))?;
+    let (key, value) = match kv.split_once('=') {
+        Some((k, v)) => (k.to_string(), Some(v.to_string())),
+        None => (kv.to_string(), None),
+    };
+    anyhow::ensure!(
+        matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute"),
+        "taint {s:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute"
+    );
+    Ok(Taint {
+        key,
+        value,
+        effect: effect.into(),
+        time_added: None,
+    })
+}
+
+fn default_node_ip(api: &str) -> String {
+    let host = url_host(api);
+    let target = format!("{host}:443");
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            use std::net::ToSocketAddrs;
+            let addr = target
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| std::io::Error::other("no address"))?;
+            s.connect(addr)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+fn url_host(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((h, _)) if !h.ends_with(']') || h.starts_with('[') => {
+            h.trim_matches(|c| c == '[' || c == ']').to_string()
+        }
+        _ => authority.to_string(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                Kubeconfig::read_from(path).with_context(|| format!("read {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let api_url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config)?;
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
+    };
+    let node_ip = args
+        .node_ip
+        .clone()
+        .unwrap_or_else(|| default_node_ip(&api_url));
+    let labels: BTreeMap<String, String> = args
+        .node_labels
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("label {l:?} needs k=v"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let taints = args
+        .register_with_taints
+        .iter()
+        .filter(|t| !t.is_empty())
+        .map(|t| parse_taint(t))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    std::fs::create_dir_all(&args.root_dir)
+        .with_context(|| format!("create {}", args.root_dir.display()))?;
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(CriClient::new(&args.runtime_endpoint)?);
+    let runtime_name = match runtime.version().await {
+        Ok(v) => v.runtime_name,
+        Err(e) => {
+            tracing::warn!(error = %e, "the container runtime does not answer yet; the node reports NotReady until it does");
+            "cri".into()
+        }
+    };
+    let settings = NodeSettings {
+        name: node_name.clone(),
+        labels,
+        taints,
+        max_pods: args.max_pods,
+        node_ip: node_ip.clone(),
+        port: args.port,
+        pod_cidr: args.pod_cidr.clone(),
+        root_dir: args.root_dir.clone(),
+        reserved_cpu_milli: 0,
+        reserved_memory: 0,
+    };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "kubelet".into(),
+            instance: Some(node_name.clone()),
+        },
+    );
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        runtime: runtime.clone(),
+        recorder,
+        node_name: node_name.clone(),
+        host_ip: node_ip,
+        root_dir: args.root_dir.clone(),
+        pod_log_dir: args.pod_log_dir.clone(),
+        cluster_dns: args.cluster_dns.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+        runtime_name,
+        cgroup_root: args.cgroup_root.clone(),
+    });
+    info!(node = %node_name, runtime = %args.runtime_endpoint, "agent starting");
+    let node_task = tokio::spawn(node::run(
+        client.clone(),
+        runtime.clone(),
+        settings,
+        shutdown_rx.clone(),
+    ));
+    let pods_task = tokio::spawn(pod::run(shared, shutdown_rx));
+    shutdown_signal().await;
+    info!("shutting down; pods keep running");
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let _ = node_task.await;
+        let _ = pods_task.await;
+    })
+    .await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }

@@ -1,8 +1,10 @@
-//! A `cri serve` daemon for tests, inside a network namespace of its own (so its bridge, veths
-//! and nftables table never touch the host), with its own socket, state, cgroup root and
-//! temporary directory. Dropping it kills the daemon and removes everything it created:
-//! containers (through runc), monitors, mounts, cgroups and the namespace.
+//! The node side for tests: a `cri serve` daemon inside a network namespace of its own (so its
+//! bridge, veths and nftables table never touch the host), the test images built by
+//! `hack/images`, a real docker-registry on a free loopback port (in that namespace or the
+//! host's), and a gRPC channel over a unix socket. Dropping a daemon kills it and removes
+//! everything it created: containers (through runc), mounts, cgroups and the namespace.
 
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,6 +12,22 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
+
+use crate::free_port;
+
+/// The busybox and pause image layouts, built once per target directory by `hack/images`
+/// (which serialises concurrent builds itself).
+pub fn layouts() -> PathBuf {
+    let out = crate::bin_dir().join("tmp").join("cri-images");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/images");
+    let status = Command::new(&script)
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run hack/images");
+    assert!(status.success(), "hack/images failed");
+    out
+}
 
 /// A network namespace made with `ip netns add`, deleted on drop.
 pub struct TestNetns {
@@ -62,12 +80,15 @@ fn run(program: &str, args: &[&str]) {
 pub struct DaemonOptions {
     /// `--pod-cidr`, if any.
     pub pod_cidr: Option<String>,
+    /// The `cri` binary (default: the workspace's).
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for DaemonOptions {
     fn default() -> Self {
         DaemonOptions {
             pod_cidr: Some("10.77.0.0/24".into()),
+            binary: None,
         }
     }
 }
@@ -86,7 +107,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts a daemon and waits for its socket.
-    pub fn start(options: DaemonOptions) -> Daemon {
+    pub fn start(options: impl Into<DaemonOptions>) -> Daemon {
+        let options = options.into();
         let dir = tempfile::Builder::new()
             .prefix("cri-test")
             .tempdir()
@@ -133,7 +155,12 @@ impl Daemon {
         let mut command = Command::new("nsenter");
         command
             .arg(format!("--net={}", self.netns.path().display()))
-            .arg(env!("CARGO_BIN_EXE_cri"))
+            .arg(
+                self.options
+                    .binary
+                    .clone()
+                    .unwrap_or_else(|| crate::workspace_bin("cri")),
+            )
             .arg("serve")
             .arg("--listen")
             .arg(self.socket())
@@ -206,12 +233,41 @@ impl Daemon {
 
     /// A runtime client.
     pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
-        RuntimeServiceClient::new(super::unix_channel(&self.socket()).await)
+        RuntimeServiceClient::new(unix_channel(&self.socket()).await)
+    }
+
+    /// The sandboxes and containers the daemon holds (from a thread that is not async).
+    pub fn runtime_objects(&self) -> (Vec<k8s_cri::v1::PodSandbox>, Vec<k8s_cri::v1::Container>) {
+        let socket = self.socket();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let mut client = RuntimeServiceClient::new(unix_channel(&socket).await);
+                let sandboxes = client
+                    .list_pod_sandbox(k8s_cri::v1::ListPodSandboxRequest::default())
+                    .await
+                    .expect("list sandboxes")
+                    .into_inner()
+                    .items;
+                let containers = client
+                    .list_containers(k8s_cri::v1::ListContainersRequest::default())
+                    .await
+                    .expect("list containers")
+                    .into_inner()
+                    .containers;
+                (sandboxes, containers)
+            })
+        })
+        .join()
+        .expect("list the runtime")
     }
 
     /// An image client.
     pub async fn images(&self) -> ImageServiceClient<Channel> {
-        ImageServiceClient::new(super::unix_channel(&self.socket()).await)
+        ImageServiceClient::new(unix_channel(&self.socket()).await)
     }
 }
 
@@ -291,4 +347,148 @@ pub fn cgroups_left(root: &str) -> Vec<PathBuf> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// A docker-registry process on 127.0.0.1, killed when dropped.
+pub struct Registry {
+    child: Child,
+    /// host:port.
+    pub address: String,
+    credentials: Option<(String, String)>,
+    netns: Option<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+/// `program`, run inside the network namespace at `netns` when one is given.
+pub fn command_in(netns: Option<&Path>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut command = Command::new("nsenter");
+            command.arg(format!("--net={}", ns.display())).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+impl Registry {
+    /// Starts a registry; with `credentials`, it requires them (htpasswd, bcrypt). `None` if
+    /// htpasswd files cannot be made here.
+    pub fn start(credentials: Option<(&str, &str)>) -> Option<Registry> {
+        Self::start_in(None, credentials)
+    }
+
+    /// Starts a registry on the loopback of the network namespace at `netns` (the host's when
+    /// `None`); pushes go there too.
+    pub fn start_in(netns: Option<&Path>, credentials: Option<(&str, &str)>) -> Option<Registry> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {address}}}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = credentials {
+            let hash = bcrypt(password)?;
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("write htpasswd");
+            config.push_str(&format!(
+                "auth: {{htpasswd: {{realm: test, path: {}}}}}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("write registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
+        let child = command_in(netns, "docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry (apt-get install docker-registry)");
+        let registry = Registry {
+            child,
+            address,
+            credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+            netns: netns.map(Path::to_path_buf),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !registry.listening() {
+            assert!(Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(registry)
+    }
+
+    fn listening(&self) -> bool {
+        match &self.netns {
+            None => TcpStream::connect(&self.address).is_ok(),
+            Some(_) => {
+                let (host, port) = self
+                    .address
+                    .split_once(':')
+                    .unwrap_or((&self.address, "80"));
+                command_in(self.netns.as_deref(), "bash")
+                    .args(["-c", &format!("echo > /dev/tcp/{host}/{port}")])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            }
+        }
+    }
+
+    /// Pushes `name:1` from the layouts as `<registry>/<as_name>`.
+    pub fn push(&self, layouts: &Path, name: &str, as_name: &str) {
+        let mut command = command_in(self.netns.as_deref(), "skopeo");
+        command.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some((user, password)) = &self.credentials {
+            command.arg(format!("--dest-creds={user}:{password}"));
+        }
+        let status = command
+            .arg(format!("oci:{}:{name}:1", layouts.join(name).display()))
+            .arg(format!("docker://{}/{as_name}", self.address))
+            .status()
+            .expect("run skopeo");
+        assert!(status.success(), "skopeo push of {name} failed");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bcrypt hash of `password` for htpasswd, from python3's crypt module, if it has one.
+pub fn bcrypt(password: &str) -> Option<String> {
+    let output = Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+            password,
+        ])
+        .output()
+        .ok()?;
+    let hash = String::from_utf8(output.stdout).ok()?.trim().to_string();
+    hash.starts_with("$2").then_some(hash)
+}
+
+/// A gRPC channel to the server on the unix socket at `path`.
+pub async fn unix_channel(path: &Path) -> tonic::transport::Channel {
+    let path = path.to_path_buf();
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .expect("connect to the CRI socket")
 }

@@ -1,0 +1,113 @@
+//! A whole test node: a `cri` daemon in its own network namespace, a registry in that
+//! namespace with busybox pushed, and an `agent` registered with a given API server. Dropping
+//! it stops the agent and the daemon and removes what they created.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cri::{Daemon, DaemonOptions, Registry, layouts};
+use crate::{ApiServer, Process, workspace_bin};
+
+/// A node with a runtime and an agent.
+pub struct TestNode {
+    /// The agent; `None` while stopped.
+    agent: Option<Process>,
+    /// The registry (dropped after the agent, before the runtime).
+    pub registry: Registry,
+    /// The runtime.
+    pub cri: Daemon,
+    /// The node's name.
+    pub name: String,
+    /// The busybox image as pods name it.
+    pub image: String,
+    /// The pod subnet.
+    pub pod_cidr: String,
+    kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    /// Starts the runtime, the registry and an agent registered with `api`.
+    pub fn start(api: &ApiServer) -> TestNode {
+        let cri = Daemon::start(DaemonOptions {
+            pod_cidr: None,
+            binary: None,
+        });
+        let registry = Registry::start_in(Some(&cri.netns.path()), None).expect("registry");
+        registry.push(&layouts(), "busybox", "busybox:1");
+        let image = format!("{}/busybox:1", registry.address);
+        let name = format!("node-{}", &cri.netns.name["cri-test-".len()..]);
+        let dir = tempfile::Builder::new()
+            .prefix("agent")
+            .tempdir()
+            .expect("tempdir");
+        let mut node = TestNode {
+            agent: None,
+            registry,
+            cri,
+            name,
+            image,
+            pod_cidr: "10.77.0.0/24".into(),
+            kubeconfig: api.kubeconfig(),
+            dir,
+        };
+        node.start_agent();
+        node
+    }
+
+    /// Where container logs go.
+    pub fn pod_log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// Starts the agent (again).
+    pub fn start_agent(&mut self) {
+        let mut cmd = Command::new(workspace_bin("agent"));
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--node-name", &self.name])
+            .arg("--runtime-endpoint")
+            .arg(format!("unix://{}", self.cri.socket().display()))
+            .arg("--root-dir")
+            .arg(self.dir.path().join("root"))
+            .arg("--pod-log-dir")
+            .arg(self.pod_log_dir())
+            .args(["--pod-cidr", &self.pod_cidr, "--node-ip", "127.0.0.1"])
+            .args(["--cluster-dns", "10.96.0.10"])
+            .arg("--cgroup-root")
+            .arg(format!("{}/kubepods", self.cri.cgroup_root))
+            .env("RUST_LOG", "info");
+        let log = self.dir.path().join("agent.log");
+        self.agent = Some(Process::spawn("agent", cmd, log).expect("start the agent"));
+    }
+
+    /// Kills the agent with SIGKILL (pods keep running).
+    pub fn kill_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            agent.kill9();
+        }
+    }
+
+    /// Stops the agent with SIGTERM.
+    pub fn stop_agent(&mut self) -> Option<std::process::ExitStatus> {
+        self.agent
+            .take()
+            .and_then(|mut a| a.terminate(Duration::from_secs(10)))
+    }
+
+    /// The agent's log.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.agent_log());
+            eprintln!("--- cri log ---\n{}", self.cri.log());
+        }
+        self.kill_agent();
+    }
+}

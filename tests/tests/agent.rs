@@ -1,0 +1,320 @@
+//! The agent end to end: apiserver-lite (with its scheduler), our `cri` with real runc in a
+//! network namespace of its own, and the `agent` binary. A node registers and heartbeats;
+//! pods run through their whole lives (init containers in order, volumes, env from a
+//! ConfigMap, restart policies, crash-loop back-off, graceful deletion); a restarted agent
+//! adopts what runs.
+
+use std::time::{Duration, Instant};
+
+use e2e::node::TestNode;
+use e2e::{ApiServer, Run};
+
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn jsonpath(api: &ApiServer, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let expr = format!("-o=jsonpath={path}");
+    args.push(&expr);
+    let run: Run = api.kubectl(&args);
+    if run.success() {
+        run.ok().trim().to_string()
+    } else {
+        String::new()
+    }
+}
+
+fn apply(api: &ApiServer, manifest: &str) {
+    api.kubectl_stdin(&["apply", "-f", "-"], manifest).ok();
+}
+
+fn pod(name: &str, image: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 2
+{extra}
+  containers:
+  - name: main
+    image: {image}
+"
+    )
+}
+
+#[test]
+fn a_node_registers_and_runs_pods_through_their_lives() {
+    let api = ApiServer::start().expect("apiserver-lite");
+    let node = TestNode::start(&api);
+    let image = node.image.clone();
+
+    wait_until("the node to be Ready", Duration::from_secs(30), || {
+        jsonpath(
+            &api,
+            &["node", &node.name],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) == "True"
+    });
+    let pods_capacity = jsonpath(&api, &["node", &node.name], "{.status.capacity.pods}");
+    assert_eq!(pods_capacity, "110");
+    assert!(
+        jsonpath(
+            &api,
+            &["node", &node.name],
+            "{.status.nodeInfo.containerRuntimeVersion}"
+        )
+        .starts_with("cri-lite://")
+    );
+    let holder = jsonpath(
+        &api,
+        &["lease", "-n", "kube-node-lease", &node.name],
+        "{.spec.holderIdentity}",
+    );
+    assert_eq!(holder, node.name);
+
+    // A web server: init container writes the page into an emptyDir, env from a ConfigMap.
+    apply(
+        &api,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: default}\ndata: {greeting: hello-from-configmap}\n",
+    );
+    let web = format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: www
+    emptyDir: {{}}
+  - name: settings
+    configMap: {{name: settings}}
+  initContainers:
+  - name: page
+    image: {image}
+    command: [sh, -c, 'echo \"$(GREETING) from $(POD_NAME)\" > /www/index.html']
+    env:
+    - name: GREETING
+      valueFrom: {{configMapKeyRef: {{name: settings, key: greeting}}}}
+    - name: POD_NAME
+      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+    volumeMounts: [{{name: www, mountPath: /www}}]
+  containers:
+  - name: main
+    image: {image}
+    command: [httpd, -f, -p, '8080', -h, /www]
+    volumeMounts:
+    - {{name: www, mountPath: /www}}
+    - {{name: settings, mountPath: /etc/settings}}
+"
+    );
+    apply(&api, &web);
+    wait_until("web to run", Duration::from_secs(60), || {
+        jsonpath(&api, &["pod", "web"], "{.status.phase}") == "Running"
+    });
+    let ip = jsonpath(&api, &["pod", "web"], "{.status.podIP}");
+    assert!(ip.starts_with("10.77.0."), "{ip}");
+    assert_eq!(
+        jsonpath(&api, &["pod", "web"], "{.spec.nodeName}"),
+        node.name
+    );
+    assert_eq!(
+        jsonpath(
+            &api,
+            &["pod", "web"],
+            "{.status.containerStatuses[0].ready}"
+        ),
+        "true"
+    );
+    assert_eq!(
+        jsonpath(
+            &api,
+            &["pod", "web"],
+            "{.status.initContainerStatuses[0].state.terminated.reason}"
+        ),
+        "Completed"
+    );
+    let conditions = jsonpath(
+        &api,
+        &["pod", "web"],
+        "{range .status.conditions[*]}{.type}={.status} {end}",
+    );
+    for c in [
+        "PodScheduled=True",
+        "Initialized=True",
+        "ContainersReady=True",
+        "Ready=True",
+        "PodReadyToStartContainers=True",
+    ] {
+        assert!(conditions.contains(c), "{conditions}");
+    }
+    let page = node
+        .cri
+        .netns
+        .exec(&["busybox", "wget", "-qO-", &format!("http://{ip}:8080/")]);
+    assert_eq!(
+        String::from_utf8_lossy(&page.stdout).trim(),
+        "hello-from-configmap from web"
+    );
+
+    // Restart policies: Never ends Failed with the exit code; a crash loop backs off.
+    apply(
+        &api,
+        &pod("once", &image, "  restartPolicy: Never").replace(
+            &format!("image: {image}\n"),
+            &format!("image: {image}\n    command: [sh, -c, 'echo bye; exit 3']\n"),
+        ),
+    );
+    apply(
+        &api,
+        &pod("crash", &image, "").replace(
+            &format!("image: {image}\n"),
+            &format!("image: {image}\n    command: [sh, -c, 'exit 1']\n"),
+        ),
+    );
+    wait_until("once to fail", Duration::from_secs(60), || {
+        jsonpath(&api, &["pod", "once"], "{.status.phase}") == "Failed"
+    });
+    assert_eq!(
+        jsonpath(
+            &api,
+            &["pod", "once"],
+            "{.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
+        "3"
+    );
+    assert_eq!(
+        jsonpath(
+            &api,
+            &["pod", "once"],
+            "{.status.containerStatuses[0].state.terminated.reason}"
+        ),
+        "Error"
+    );
+    wait_until("crash to loop", Duration::from_secs(60), || {
+        jsonpath(
+            &api,
+            &["pod", "crash"],
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        ) == "CrashLoopBackOff"
+    });
+    let message = jsonpath(
+        &api,
+        &["pod", "crash"],
+        "{.status.containerStatuses[0].state.waiting.message}",
+    );
+    assert!(
+        message.starts_with("back-off 10s restarting failed container=main pod=crash_default("),
+        "{message}"
+    );
+    assert_eq!(
+        jsonpath(
+            &api,
+            &["pod", "crash"],
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "1"
+    );
+    assert_eq!(
+        jsonpath(
+            &api,
+            &["pod", "crash"],
+            "{.status.containerStatuses[0].lastState.terminated.exitCode}"
+        ),
+        "1"
+    );
+    let events = api.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    let reasons = events.ok().to_string();
+    for reason in ["Created", "Started"] {
+        assert!(reasons.contains(reason), "events: {reasons}");
+    }
+
+    // Graceful deletion: kubectl delete returns once the agent has stopped everything.
+    let started = Instant::now();
+    api.kubectl(&["delete", "pod", "web", "crash", "once", "--timeout=60s"])
+        .ok();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "deletion took {:?}",
+        started.elapsed()
+    );
+    let runtime = node.cri.runtime_objects();
+    assert!(
+        runtime.0.is_empty() && runtime.1.is_empty(),
+        "left in the runtime: {runtime:?}"
+    );
+}
+
+#[test]
+fn a_restarted_agent_adopts_running_pods_without_restarting_them() {
+    let api = ApiServer::start().expect("apiserver-lite");
+    let mut node = TestNode::start(&api);
+    apply(
+        &api,
+        &pod("steady", &node.image, "").replace(
+            &format!("image: {}\n", node.image),
+            &format!("image: {}\n    command: [sleep, '3600']\n", node.image),
+        ),
+    );
+    wait_until("steady to run", Duration::from_secs(60), || {
+        jsonpath(&api, &["pod", "steady"], "{.status.phase}") == "Running"
+    });
+    let id = jsonpath(
+        &api,
+        &["pod", "steady"],
+        "{.status.containerStatuses[0].containerID}",
+    );
+    node.kill_agent();
+    std::thread::sleep(Duration::from_secs(1));
+    node.start_agent();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        jsonpath(
+            &api,
+            &["pod", "steady"],
+            "{.status.containerStatuses[0].containerID}"
+        ),
+        id
+    );
+    assert_eq!(
+        jsonpath(
+            &api,
+            &["pod", "steady"],
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+    let (sandboxes, containers) = node.cri.runtime_objects();
+    assert_eq!(
+        (sandboxes.len(), containers.len()),
+        (1, 1),
+        "one sandbox and one container, adopted"
+    );
+
+    // A pod deleted while the agent is away is cleaned up when it returns.
+    node.kill_agent();
+    api.kubectl(&["delete", "pod", "steady", "--grace-period=0", "--force"])
+        .ok();
+    node.start_agent();
+    wait_until("the runtime to be emptied", Duration::from_secs(30), || {
+        let (s, c) = node.cri.runtime_objects();
+        s.is_empty() && c.is_empty()
+    });
+}
