@@ -30,6 +30,12 @@ enum Command {
     Serve(ServeArgs),
     /// Import images into the store of a stopped daemon.
     Import(ImportArgs),
+    /// Stop and remove every sandbox and container of a running daemon (`crictl rmp -af`).
+    Reset {
+        /// The daemon's socket.
+        #[arg(long, default_value = "/run/cri-lite/cri.sock")]
+        listen: PathBuf,
+    },
     /// Internal: supervise one container (started by the daemon).
     #[command(hide = true)]
     Monitor {
@@ -102,6 +108,19 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Monitor { config } => monitor::run_first_stage(&config),
         Command::MonitorStage2 { config } => monitor::run_second_stage(&config),
+        Command::Reset { listen } => match tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(reset(&listen)))
+        {
+            Ok(n) => {
+                println!("removed {n} sandboxes");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cri reset: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Import(args) => {
             let result = tokio::runtime::Runtime::new()
                 .map_err(anyhow::Error::from)
@@ -133,6 +152,7 @@ fn main() -> ExitCode {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
@@ -222,4 +242,42 @@ fn which(binary: &std::path::Path) -> Option<PathBuf> {
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|dir| dir.join(binary))
         .find(|p| p.is_file())
+}
+
+/// Removes every sandbox (and so every container) the daemon at `socket` holds.
+async fn reset(socket: &std::path::Path) -> anyhow::Result<usize> {
+    use k8s_cri::v1 as api;
+    use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+    let path = socket.to_path_buf();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .with_context(|| format!("connect to {}", socket.display()))?;
+    let mut client = RuntimeServiceClient::new(channel);
+    let sandboxes = client
+        .list_pod_sandbox(api::ListPodSandboxRequest::default())
+        .await?
+        .into_inner()
+        .items;
+    for sandbox in &sandboxes {
+        client
+            .stop_pod_sandbox(api::StopPodSandboxRequest {
+                pod_sandbox_id: sandbox.id.clone(),
+            })
+            .await
+            .with_context(|| format!("stop sandbox {}", sandbox.id))?;
+        client
+            .remove_pod_sandbox(api::RemovePodSandboxRequest {
+                pod_sandbox_id: sandbox.id.clone(),
+            })
+            .await
+            .with_context(|| format!("remove sandbox {}", sandbox.id))?;
+    }
+    Ok(sandboxes.len())
 }
