@@ -80,6 +80,17 @@ pub trait OciRuntime: Send + Sync {
     ) -> Result<ExecOutput, OciError>;
     /// Updates the container's resources (`resources` is OCI LinuxResources JSON).
     async fn update(&self, id: &str, resources: &serde_json::Value) -> Result<(), OciError>;
+    /// The command that runs `args` in the container with the caller's stdio, or on a
+    /// terminal sent to `console_socket`; `None` when this runtime cannot stream exec.
+    fn exec_command(
+        &self,
+        id: &str,
+        args: &[String],
+        console_socket: Option<&Path>,
+    ) -> Option<Command> {
+        let _ = (id, args, console_socket);
+        None
+    }
 }
 
 /// A runc-compatible runtime binary.
@@ -147,6 +158,9 @@ impl OciRuntime for Runc {
             memory_cgroup,
             control: dir.join("control"),
             monitor_log: dir.join("monitor.log"),
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         }
     }
 
@@ -280,6 +294,21 @@ impl OciRuntime for Runc {
         };
         let _ = std::fs::remove_file(&pid_file);
         result
+    }
+
+    fn exec_command(
+        &self,
+        id: &str,
+        args: &[String],
+        console_socket: Option<&Path>,
+    ) -> Option<Command> {
+        let mut cmd = self.command();
+        cmd.arg("exec");
+        if let Some(socket) = console_socket {
+            cmd.arg("--tty").arg("--console-socket").arg(socket);
+        }
+        cmd.arg(id).args(args);
+        Some(cmd)
     }
 
     async fn update(&self, id: &str, resources: &serde_json::Value) -> Result<(), OciError> {
