@@ -44,6 +44,24 @@ enum Command {
         /// The monitor config.
         config: PathBuf,
     },
+    /// Internal: run a command on a terminal in a container and wait for it (streaming exec).
+    #[command(hide = true, name = "exec-tty")]
+    ExecTty {
+        /// The OCI runtime binary.
+        #[arg(long)]
+        runtime: PathBuf,
+        /// Its state root.
+        #[arg(long)]
+        root: PathBuf,
+        /// Where the runtime sends the terminal.
+        #[arg(long)]
+        console_socket: PathBuf,
+        /// The container.
+        id: String,
+        /// The command.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -107,6 +125,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Monitor { config } => monitor::run_first_stage(&config),
         Command::MonitorStage2 { config } => monitor::run_second_stage(&config),
+        Command::ExecTty {
+            runtime,
+            root,
+            console_socket,
+            id,
+            args,
+        } => monitor::run_tty_exec(&runtime, &root, &console_socket, &id, &args),
         Command::Import(args) => {
             let result = tokio::runtime::Runtime::new()
                 .map_err(anyhow::Error::from)

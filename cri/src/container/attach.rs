@@ -3,7 +3,7 @@
 //! resizes. Messages both ways are `[kind: u8][length: u32 big-endian][payload]`.
 //!
 //! Socket paths under the state directory can exceed `sun_path`'s 107 bytes, so both ends
-//! reach the socket through `/proc/self/fd/<directory fd>/attach`, as conmon does.
+//! reach the socket through `/proc/<pid>/fd/<directory fd>/attach`, as conmon does.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -59,9 +59,14 @@ pub fn read_message(input: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> 
     Ok(Some((head[0], payload)))
 }
 
-/// A path to `name` in the directory `dir` that fits in `sun_path`; valid while `dir` is open.
+/// A path to `name` in the directory `dir` that fits in `sun_path`, for this process and
+/// its children (it names this process by pid); valid while `dir` is open.
 pub fn short_path(dir: &File, name: &str) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+    PathBuf::from(format!(
+        "/proc/{}/fd/{}/{name}",
+        std::process::id(),
+        dir.as_raw_fd()
+    ))
 }
 
 /// Where input from attach clients goes.
@@ -193,7 +198,10 @@ mod tests {
             self.0.lock().unwrap().push("close".into());
         }
         fn resize(&self, width: u16, height: u16) {
-            self.0.lock().unwrap().push(format!("resize {width}x{height}"));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("resize {width}x{height}"));
         }
     }
 
@@ -208,7 +216,9 @@ mod tests {
         let dir_file = File::open(&dir).unwrap();
         let mut client = UnixStream::connect(short_path(&dir_file, SOCKET_NAME)).unwrap();
         client.write_all(&message(STDIN, b"typed")).unwrap();
-        client.write_all(&message(RESIZE, &[0, 100, 0, 30])).unwrap();
+        client
+            .write_all(&message(RESIZE, &[0, 100, 0, 30]))
+            .unwrap();
         client.write_all(&message(STDIN_CLOSE, b"")).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while recorder.0.lock().unwrap().len() < 3 {

@@ -207,7 +207,7 @@ pub fn run_second_stage(config_path: &Path) -> ExitCode {
     });
 
     let clients = Clients::default();
-    let (sources, input): (Vec<(Box<dyn Read + Send>, Stream, u8)>, MonitorInput) = match stdio {
+    let (sources, input): (Vec<OutputSource>, MonitorInput) = match stdio {
         ContainerStdio::Pipes {
             stdout,
             stderr,
@@ -300,6 +300,9 @@ pub fn run_second_stage(config_path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// An output of the container: where it is read, its log stream, its attach kind.
+type OutputSource = (Box<dyn Read + Send>, Stream, u8);
+
 /// The container's stdio as the monitor holds it.
 enum ContainerStdio {
     /// Pipes, and stdin's write end when the container keeps stdin open.
@@ -340,10 +343,8 @@ impl InputSink for MonitorInput {
 
     fn resize(&self, width: u16, height: u16) {
         if let Some(pty) = &self.pty {
-            let _ = crate::streaming::exec::resize(
-                pty,
-                crate::streaming::TermSize { width, height },
-            );
+            let _ =
+                crate::streaming::exec::resize(pty, crate::streaming::TermSize { width, height });
         }
     }
 }
@@ -434,6 +435,54 @@ fn create(config: &MonitorConfig) -> Result<(u32, ContainerStdio), String> {
         },
     };
     Ok((pid, stdio))
+}
+
+/// `cri exec-tty`: runs `<runtime> exec --detach --tty --console-socket` (the runtime sends
+/// the terminal to the socket's owner, the daemon), adopts the detached command as a child
+/// subreaper, and exits with the command's exit code (255 when the runtime failed).
+pub fn run_tty_exec(
+    runtime: &Path,
+    root: &Path,
+    console_socket: &Path,
+    id: &str,
+    args: &[String],
+) -> ExitCode {
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        eprintln!("exec-tty: cannot become a subreaper: {e}");
+        return ExitCode::from(255);
+    }
+    let pid_file = std::env::temp_dir().join(format!(
+        "cri-exec-{id}-{}.pid",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let status = Command::new(runtime)
+        .arg("--root")
+        .arg(root)
+        .args(["exec", "--detach", "--tty", "--console-socket"])
+        .arg(console_socket)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(id)
+        .args(args)
+        .stdin(Stdio::null())
+        .status();
+    let pid = fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let _ = fs::remove_file(&pid_file);
+    match (status, pid) {
+        (Ok(status), Some(pid)) if status.success() => {
+            ExitCode::from(u8::try_from(reap(pid)).unwrap_or(255))
+        }
+        (Ok(status), _) => {
+            eprintln!("exec-tty: {} exec: {status}", runtime.display());
+            ExitCode::from(255)
+        }
+        (Err(e), _) => {
+            eprintln!("exec-tty: cannot run {}: {e}", runtime.display());
+            ExitCode::from(255)
+        }
+    }
 }
 
 /// Waits for `pid` (reaping any other orphan on the way); returns its exit code.

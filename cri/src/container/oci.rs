@@ -302,12 +302,30 @@ impl OciRuntime for Runc {
         args: &[String],
         console_socket: Option<&Path>,
     ) -> Option<Command> {
-        let mut cmd = self.command();
-        cmd.arg("exec");
-        if let Some(socket) = console_socket {
-            cmd.arg("--tty").arg("--console-socket").arg(socket);
-        }
-        cmd.arg(id).args(args);
+        let mut cmd = match console_socket {
+            // runc hands out the terminal only when it detaches, so a subreaper of ours
+            // (`cri exec-tty`) runs it and waits for the command to learn its exit code.
+            Some(socket) => {
+                let mut cmd = Command::new(&self.monitor);
+                cmd.arg("exec-tty")
+                    .arg("--runtime")
+                    .arg(&self.binary)
+                    .arg("--root")
+                    .arg(&self.root)
+                    .arg("--console-socket")
+                    .arg(socket)
+                    .arg(id)
+                    .arg("--")
+                    .kill_on_drop(true);
+                cmd
+            }
+            None => {
+                let mut cmd = self.command();
+                cmd.arg("exec").arg(id);
+                cmd
+            }
+        };
+        cmd.args(args);
         Some(cmd)
     }
 

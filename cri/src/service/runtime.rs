@@ -495,9 +495,12 @@ impl RuntimeService for RuntimeServiceImpl {
         request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
         let request = request.into_inner();
-        let sandbox = self.runtime.sandbox(&request.pod_sandbox_id).ok_or_else(|| {
-            Status::not_found(format!("sandbox {:?} not found", request.pod_sandbox_id))
-        })?;
+        let sandbox = self
+            .runtime
+            .sandbox(&request.pod_sandbox_id)
+            .ok_or_else(|| {
+                Status::not_found(format!("sandbox {:?} not found", request.pod_sandbox_id))
+            })?;
         if !sandbox.ready {
             return Err(Status::failed_precondition(format!(
                 "sandbox {} is not ready",

@@ -48,11 +48,18 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 }
 
 fn pipe_if(wanted: bool) -> Stdio {
-    if wanted { Stdio::piped() } else { Stdio::null() }
+    if wanted {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    }
 }
 
 /// Copies a reader into an output channel until end of file or until nobody listens.
-fn pump_output<R>(reader: Option<R>, sink: Option<mpsc::Sender<Bytes>>) -> tokio::task::JoinHandle<()>
+fn pump_output<R>(
+    reader: Option<R>,
+    sink: Option<mpsc::Sender<Bytes>>,
+) -> tokio::task::JoinHandle<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
@@ -120,7 +127,10 @@ async fn exec_pipes(
 
 /// A unix socket path short enough for `sun_path`, unique to this exec.
 fn console_socket_path() -> PathBuf {
-    std::env::temp_dir().join(format!("cri-console-{}.sock", uuid::Uuid::new_v4().simple()))
+    std::env::temp_dir().join(format!(
+        "cri-console-{}.sock",
+        uuid::Uuid::new_v4().simple()
+    ))
 }
 
 /// Receives one file descriptor sent with SCM_RIGHTS on `stream`.
@@ -160,10 +170,10 @@ async fn accept_console(
     listener: &tokio::net::UnixListener,
     path: &Path,
 ) -> Result<std::fs::File, StreamingError> {
-    let (stream, _) = listener
-        .accept()
-        .await
-        .map_err(io_error(format!("accept on the console socket {}", path.display())))?;
+    let (stream, _) = listener.accept().await.map_err(io_error(format!(
+        "accept on the console socket {}",
+        path.display()
+    )))?;
     let stream = stream
         .into_std()
         .map_err(io_error("take the console connection"))?;
@@ -195,7 +205,9 @@ pub fn connect_pty(
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if let Some(out) = &stdout
-                        && out.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err()
+                        && out
+                            .blocking_send(Bytes::copy_from_slice(&buf[..n]))
+                            .is_err()
                     {
                         break;
                     }
@@ -296,8 +308,13 @@ mod tests {
             let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
             let mut control = SendAncillaryBuffer::new(&mut space);
             assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
-            sendmsg(&a, &[std::io::IoSlice::new(b"x")], &mut control, SendFlags::empty())
-                .unwrap();
+            sendmsg(
+                &a,
+                &[std::io::IoSlice::new(b"x")],
+                &mut control,
+                SendFlags::empty(),
+            )
+            .unwrap();
         }
         let received = receive_fd(&b).unwrap();
         let mut received = std::fs::File::from(received);

@@ -107,8 +107,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Runs `request`'s command with `io`; returns its exit code.
     async fn exec(&self, request: &cri::ExecRequest, io: SessionIo) -> Result<i32, StreamingError>;
     /// Attaches `io` to the container until it exits or the client leaves.
-    async fn attach(&self, request: &cri::AttachRequest, io: SessionIo)
-    -> Result<(), StreamingError>;
+    async fn attach(
+        &self,
+        request: &cri::AttachRequest,
+        io: SessionIo,
+    ) -> Result<(), StreamingError>;
     /// A connection to `port` on the loopback of the sandbox's network namespace.
     async fn connect(
         &self,
@@ -151,9 +154,10 @@ impl Backend for RuntimeBackend {
         sandbox_id: &str,
         port: u16,
     ) -> Result<tokio::net::TcpStream, StreamingError> {
-        let sandbox = self.runtime.sandbox(sandbox_id).ok_or_else(|| {
-            StreamingError::Invalid(format!("sandbox {sandbox_id:?} not found"))
-        })?;
+        let sandbox = self
+            .runtime
+            .sandbox(sandbox_id)
+            .ok_or_else(|| StreamingError::Invalid(format!("sandbox {sandbox_id:?} not found")))?;
         portforward::connect_in(sandbox.netns.clone(), port).await
     }
 }

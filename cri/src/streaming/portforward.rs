@@ -50,8 +50,10 @@ fn connect_on_this_thread(
     netns: &Path,
     address: SocketAddr,
 ) -> Result<std::net::TcpStream, StreamingError> {
-    let file = std::fs::File::open(netns)
-        .map_err(io_error(format!("open the network namespace {}", netns.display())))?;
+    let file = std::fs::File::open(netns).map_err(io_error(format!(
+        "open the network namespace {}",
+        netns.display()
+    )))?;
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
         StreamingError::Io {
             what: format!("join the network namespace {}", netns.display()),
@@ -63,8 +65,9 @@ fn connect_on_this_thread(
     )))
 }
 
-/// Copies between `conn` and a forwarded stream until both directions end: `input` is what
-/// the client sends, `output` gets what the pod sends (dropped at the pod's end of file).
+/// Copies between `conn` and a forwarded stream: `input` is what the client sends (its end
+/// shuts down the connection's write side), `output` gets what the pod sends. Forwarding
+/// ends when the pod's side ends, as containerd's does.
 async fn copy(conn: TcpStream, mut input: mpsc::Receiver<Bytes>, output: mpsc::Sender<Bytes>) {
     let (mut read, mut write) = conn.into_split();
     let upstream = async {
@@ -91,9 +94,15 @@ async fn copy(conn: TcpStream, mut input: mpsc::Receiver<Bytes>, output: mpsc::S
                 }
             }
         }
-        drop(output);
     };
-    tokio::join!(upstream, downstream);
+    tokio::pin!(upstream, downstream);
+    let mut upstream_done = false;
+    loop {
+        tokio::select! {
+            _ = &mut upstream, if !upstream_done => upstream_done = true,
+            _ = &mut downstream => break,
+        }
+    }
 }
 
 fn error_message(port: u16, sandbox_id: &str, e: &StreamingError) -> String {
@@ -113,7 +122,11 @@ where
     let mut pending: HashMap<String, (Option<Stream>, Option<Stream>)> = HashMap::new();
     let mut tasks = Vec::new();
     while let Some(stream) = incoming.recv().await {
-        let request = stream.headers.get("requestid").unwrap_or_default().to_string();
+        let request = stream
+            .headers
+            .get("requestid")
+            .unwrap_or_default()
+            .to_string();
         let entry = pending.entry(request.clone()).or_default();
         match stream.headers.get("streamtype") {
             Some("data") => entry.0 = Some(stream),

@@ -195,10 +195,7 @@ where
     if let Some(stream) = stdin {
         session.stdin = Some(stream.data);
     }
-    for (stream, sink) in [
-        (stdout, &mut session.stdout),
-        (stderr, &mut session.stderr),
-    ] {
+    for (stream, sink) in [(stdout, &mut session.stdout), (stderr, &mut session.stderr)] {
         if let Some(stream) = stream {
             let (tx, task) = spdy_output(stream.writer);
             *sink = Some(tx);
@@ -332,19 +329,15 @@ mod tests {
 
     #[test]
     fn statuses_match_upstream() {
-        assert_eq!(
-            status_json(&Ok(0)),
-            r#"{"metadata":{},"status":"Success"}"#
-        );
+        assert_eq!(status_json(&Ok(0)), r#"{"metadata":{},"status":"Success"}"#);
         let failed: serde_json::Value = serde_json::from_str(&status_json(&Ok(3))).unwrap();
         assert_eq!(failed["status"], "Failure");
         assert_eq!(failed["reason"], "NonZeroExitCode");
         assert_eq!(failed["details"]["causes"][0]["reason"], "ExitCode");
         assert_eq!(failed["details"]["causes"][0]["message"], "3");
-        let broken: serde_json::Value = serde_json::from_str(&status_json(&Err(
-            StreamingError::Invalid("boom".into()),
-        )))
-        .unwrap();
+        let broken: serde_json::Value =
+            serde_json::from_str(&status_json(&Err(StreamingError::Invalid("boom".into()))))
+                .unwrap();
         assert_eq!(broken["reason"], "InternalError");
         assert_eq!(broken["code"], 500);
         assert_eq!(status_text(&Ok(0)), None);

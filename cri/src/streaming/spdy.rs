@@ -457,7 +457,9 @@ impl Decoder {
                 return Err(compression("decompress headers")("no progress".to_string()));
             }
             if out.len() > MAX_HEADER_BLOCK {
-                return Err(compression("decompress headers")("block too large".to_string()));
+                return Err(compression("decompress headers")(
+                    "block too large".to_string(),
+                ));
             }
         }
     }
@@ -641,10 +643,7 @@ impl StreamWriter {
     }
 
     async fn send(&self, frame: Frame) -> Result<(), SpdyError> {
-        self.out
-            .send(Out::Frame(frame))
-            .await
-            .map_err(|_| closed())
+        self.out.send(Out::Frame(frame)).await.map_err(|_| closed())
     }
 
     /// Sends `data` on the stream.
@@ -772,16 +771,13 @@ impl Connection {
         let (tx, rx) = mpsc::channel(64);
         lock(&self.routes).insert(id, tx);
         self.out
-            .send(
-                Out::Frame(Frame::SynStream {
-                    stream_id: id,
-                    associated_id: 0,
-                    priority: 0,
-                    flags: 0,
-                    headers: headers.clone(),
-                })
-                ,
-            )
+            .send(Out::Frame(Frame::SynStream {
+                stream_id: id,
+                associated_id: 0,
+                priority: 0,
+                flags: 0,
+                headers: headers.clone(),
+            }))
             .await
             .map_err(|_| closed())?;
         Ok(Stream {
@@ -1044,7 +1040,10 @@ mod tests {
         };
         assert_eq!(
             headers.0,
-            vec![("x".to_string(), "a".to_string()), ("x".to_string(), "b".to_string())]
+            vec![
+                ("x".to_string(), "a".to_string()),
+                ("x".to_string(), "b".to_string())
+            ]
         );
     }
 

@@ -85,7 +85,10 @@ mod tests {
         let b = cache.insert(request()).unwrap();
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert!(cache.consume(&a).is_some());
         assert!(cache.consume(&a).is_none(), "used once");
         assert!(cache.consume("nope").is_none());

@@ -134,11 +134,7 @@ impl ByteStream {
             let inbound = async {
                 while let Some(Ok(message)) = stream.next().await {
                     match message {
-                        Message::Binary(bytes) => {
-                            if write.write_all(&bytes).await.is_err() {
-                                break;
-                            }
-                        }
+                        Message::Binary(bytes) if write.write_all(&bytes).await.is_err() => break,
                         Message::Close(_) => break,
                         _ => {}
                     }
@@ -181,7 +177,10 @@ mod tests {
     #[test]
     fn the_client_order_decides() {
         assert_eq!(
-            negotiate(&["v5.channel.k8s.io, v4.channel.k8s.io"], REMOTE_COMMAND_PROTOCOLS),
+            negotiate(
+                &["v5.channel.k8s.io, v4.channel.k8s.io"],
+                REMOTE_COMMAND_PROTOCOLS
+            ),
             Some(V5_CHANNEL)
         );
         assert_eq!(

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod pod;
+pub mod streaming;
 
 use std::future::Future;
 use std::net::TcpStream;
