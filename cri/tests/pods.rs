@@ -676,7 +676,11 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = client.exec(cri::ExecRequest::default()).await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "an exec without a command");
+    assert_eq!(
+        err.code(),
+        Code::InvalidArgument,
+        "an exec without a command"
+    );
     client
         .remove_pod_sandbox(cri::RemovePodSandboxRequest {
             pod_sandbox_id: sandbox,
