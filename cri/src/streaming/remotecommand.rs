@@ -207,7 +207,10 @@ where
         session.resize = Some(rx);
         spawn_resize_decoder(stream.data, tx)
     });
-    let outcome = run(session).await;
+    let outcome = tokio::select! {
+        outcome = run(session) => outcome,
+        () = conn.peer_gone() => Err(StreamingError::Invalid("the client went away".into())),
+    };
     for pump in pumps {
         let _ = pump.await;
     }
@@ -254,7 +257,9 @@ where
     });
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(32);
     let (resize_tx, resize_rx) = mpsc::channel::<TermSize>(8);
+    let (gone_tx, mut gone) = tokio::sync::watch::channel(false);
     let reader = tokio::spawn(async move {
+        let _gone = gone_tx;
         let mut stdin_tx = options.stdin.then_some(stdin_tx);
         while let Some(Ok(message)) = source.next().await {
             if matches!(message, Message::Close(_)) {
@@ -305,7 +310,11 @@ where
         }));
         *sink = Some(tx);
     }
-    let outcome = run(session).await;
+    // The reader ends (dropping its end of `gone`) when the client closes the WebSocket.
+    let outcome = tokio::select! {
+        outcome = run(session) => outcome,
+        _ = gone.changed() => Err(StreamingError::Invalid("the client went away".into())),
+    };
     for pump in pumps {
         let _ = pump.await;
     }

@@ -700,6 +700,7 @@ pub struct Connection {
     next_id: Mutex<u32>,
     reader: tokio::task::JoinHandle<()>,
     writer: Option<tokio::task::JoinHandle<()>>,
+    peer_gone: tokio::sync::watch::Receiver<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -736,6 +737,7 @@ impl Connection {
             let _ = write.flush().await;
             let _ = write.shutdown().await;
         });
+        let (gone_tx, peer_gone) = tokio::sync::watch::channel(false);
         let reader = {
             let routes = routes.clone();
             let out = out_tx.clone();
@@ -746,6 +748,7 @@ impl Connection {
                 }
                 // Every stream's input ends with the connection.
                 lock(&routes).clear();
+                let _ = gone_tx.send(true);
             })
         };
         Ok((
@@ -755,6 +758,7 @@ impl Connection {
                 next_id: Mutex::new(if role == Role::Client { 1 } else { 2 }),
                 reader,
                 writer: Some(writer),
+                peer_gone,
             },
             streams_rx,
         ))
@@ -788,6 +792,14 @@ impl Connection {
                 out: self.out.clone(),
             },
         })
+    }
+
+    /// Resolves once the peer closed the connection (or it failed).
+    pub fn peer_gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut gone = self.peer_gone.clone();
+        async move {
+            let _ = gone.wait_for(|g| *g).await;
+        }
     }
 
     /// Sends what is queued, then closes the connection.
