@@ -181,6 +181,30 @@ async fn exec_streams_stdin_output_terminals_and_exit_codes_over_spdy_and_websoc
             assert_eq!(cat.status()["status"], "Success");
         }
 
+        // A command that cannot start is an error, not an exit code.
+        let missing = run(
+            &daemon,
+            &mut client,
+            Transport::Spdy,
+            &id,
+            &["no-such-command"],
+            Script {
+                stdout: true,
+                tty: Some((80, 24)),
+                ..Script::default()
+            },
+        )
+        .await;
+        let status = missing.status();
+        assert_eq!(status["reason"], "InternalError", "{status}");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no-such-command"),
+            "{status}"
+        );
+
         // What the RPC refuses, as upstream.
         let refused = |request: cri::ExecRequest| {
             let mut client = client.clone();

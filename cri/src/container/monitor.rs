@@ -200,12 +200,6 @@ pub fn run_second_stage(config_path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    print_report(&CreateReport {
-        pid: Some(pid),
-        monitor_pid: Some(std::process::id()),
-        error: None,
-    });
-
     let clients = Clients::default();
     let (sources, input): (Vec<OutputSource>, MonitorInput) = match stdio {
         ContainerStdio::Pipes {
@@ -246,9 +240,16 @@ pub fn run_second_stage(config_path: &Path) -> ExitCode {
             }
         }
     };
+    // The attach socket exists before the daemon hears of the container, so an Attach right
+    // after StartContainer finds it.
     if let Err(e) = attach::serve(&config.bundle, clients.clone(), Arc::new(input)) {
         eprintln!("monitor {}: no attach socket: {e}", config.id);
     }
+    print_report(&CreateReport {
+        pid: Some(pid),
+        monitor_pid: Some(std::process::id()),
+        error: None,
+    });
     let (done_tx, done_rx) = mpsc::channel();
     let copiers = sources.len();
     for (reader, stream, kind) in sources {

@@ -3,7 +3,6 @@
 //! over a unix socket (SCM_RIGHTS), which then carries input and output, and resizes are
 //! applied to it with TIOCSWINSZ. The command's exit code is the session's outcome.
 
-use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -187,55 +186,99 @@ async fn accept_console(
     Ok(std::fs::File::from(fd))
 }
 
-/// Connects a pty master to a session: output and input on threads (the pty is blocking),
-/// resizes applied as they come. Returns the output thread's completion.
-pub fn connect_pty(
-    pty: std::fs::File,
-    stdin: Option<mpsc::Receiver<Bytes>>,
-    stdout: Option<mpsc::Sender<Bytes>>,
-    resizes: Option<mpsc::Receiver<TermSize>>,
-) -> Result<tokio::sync::oneshot::Receiver<()>, StreamingError> {
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let mut reader = pty.try_clone().map_err(io_error("clone the pty"))?;
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            // EIO once the last slave is closed: the terminal's end of file.
-            match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if let Some(out) = &stdout
-                        && out
-                            .blocking_send(Bytes::copy_from_slice(&buf[..n]))
-                            .is_err()
-                    {
-                        break;
+/// A pty master connected to a session: output and input as tasks on the non-blocking
+/// master, resizes applied as they come. Dropping it stops everything, so a terminal whose
+/// slave never closes cannot hold the session.
+pub struct PtySession {
+    output: tokio::task::JoinHandle<()>,
+    others: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PtySession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PtySession")
+    }
+}
+
+impl PtySession {
+    /// Connects `pty` (a master) to the session's streams.
+    pub fn start(
+        pty: std::fs::File,
+        stdin: Option<mpsc::Receiver<Bytes>>,
+        stdout: Option<mpsc::Sender<Bytes>>,
+        resizes: Option<mpsc::Receiver<TermSize>>,
+    ) -> Result<PtySession, StreamingError> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        use tokio::net::unix::pipe;
+        let flags = fcntl(&pty, FcntlArg::F_GETFL).map_err(|e| StreamingError::Io {
+            what: "read the pty's flags".into(),
+            source: e.into(),
+        })?;
+        fcntl(
+            &pty,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| StreamingError::Io {
+            what: "make the pty non-blocking".into(),
+            source: e.into(),
+        })?;
+        // tokio's pipe ends drive any non-blocking descriptor that epoll can watch.
+        let clone = || pty.try_clone().map_err(io_error("clone the pty"));
+        let mut reader =
+            pipe::Receiver::from_file_unchecked(clone()?).map_err(io_error("watch the pty"))?;
+        let output = tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                // EIO once the last slave is closed: the terminal's end of file.
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if let Some(out) = &stdout
+                            && out.send(Bytes::copy_from_slice(&buf[..n])).await.is_err()
+                        {
+                            return;
+                        }
                     }
                 }
             }
+        });
+        let mut others = Vec::new();
+        if let Some(mut input) = stdin {
+            let mut writer =
+                pipe::Sender::from_file_unchecked(clone()?).map_err(io_error("watch the pty"))?;
+            others.push(tokio::spawn(async move {
+                while let Some(data) = input.recv().await {
+                    if writer.write_all(&data).await.is_err() {
+                        return;
+                    }
+                }
+            }));
         }
-        let _ = done_tx.send(());
-    });
-    if let Some(mut input) = stdin {
-        let mut writer = pty.try_clone().map_err(io_error("clone the pty"))?;
-        std::thread::spawn(move || {
-            while let Some(data) = input.blocking_recv() {
-                if writer.write_all(&data).is_err() {
-                    return;
+        if let Some(mut resizes) = resizes {
+            others.push(tokio::spawn(async move {
+                while let Some(size) = resizes.recv().await {
+                    if let Err(e) = resize(&pty, size) {
+                        tracing::debug!(error = %e, "terminal resize failed");
+                    }
                 }
-            }
-        });
+            }));
+        }
+        Ok(PtySession { output, others })
     }
-    if let Some(mut resizes) = resizes {
-        tokio::spawn(async move {
-            while let Some(size) = resizes.recv().await {
-                if let Err(e) = resize(&pty, size) {
-                    tracing::debug!(error = %e, "terminal resize failed");
-                }
-            }
-        });
+
+    /// Waits up to `limit` for the terminal's output to end.
+    pub async fn drain(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, &mut self.output).await;
     }
-    Ok(done_rx)
+}
+
+impl Drop for PtySession {
+    fn drop(&mut self) {
+        self.output.abort();
+        for task in &self.others {
+            task.abort();
+        }
+    }
 }
 
 async fn exec_tty(
@@ -284,12 +327,24 @@ async fn exec_tty(
     let _ = std::fs::remove_file(&path);
     drop(listener);
     let pty = console?;
-    let output_done = connect_pty(pty, io.stdin, io.stdout, io.resize)?;
+    let mut session = PtySession::start(pty, io.stdin, io.stdout, io.resize)?;
     let status = child
         .wait()
         .await
         .map_err(io_error(format!("wait for exec in container {id}")))?;
-    let _ = tokio::time::timeout(OUTPUT_DRAIN, output_done).await;
+    session.drain(OUTPUT_DRAIN).await;
+    drop(session);
+    // The helper exits 255 with the runtime's message when the command could not start.
+    let mut text = String::new();
+    if let Some(err) = runtime_stderr.as_mut() {
+        let _ = tokio::time::timeout(OUTPUT_DRAIN, err.read_to_string(&mut text)).await;
+    }
+    if exit_code(status) == 255 && !text.trim().is_empty() {
+        return Err(StreamingError::Invalid(format!(
+            "exec in container {id} failed: {}",
+            text.trim()
+        )));
+    }
     Ok(exit_code(status))
 }
 
@@ -299,6 +354,7 @@ mod tests {
 
     #[test]
     fn a_descriptor_crosses_a_socket_pair() {
+        use std::io::{Read, Write};
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let file = tempfile::tempfile().unwrap();
         {
@@ -326,6 +382,61 @@ mod tests {
         file.seek(std::io::SeekFrom::Start(0)).unwrap();
         file.read_to_string(&mut text).unwrap();
         assert_eq!(text, "through the socket");
+    }
+
+    #[tokio::test]
+    async fn a_pty_session_relays_both_ways_and_stops_when_dropped() {
+        use std::io::{Read, Write};
+        let Ok(pty) = nix::pty::openpty(None, None) else {
+            eprintln!("skipped: no pty");
+            return;
+        };
+        let (stdin_tx, stdin_rx) = mpsc::channel(4);
+        let (stdout_tx, mut stdout_rx) = mpsc::channel(4);
+        let (resize_tx, resize_rx) = mpsc::channel(4);
+        let mut slave = std::fs::File::from(pty.slave);
+        // Raw mode, so bytes pass unchanged and are not echoed.
+        let mut termios = nix::sys::termios::tcgetattr(&slave).unwrap();
+        nix::sys::termios::cfmakeraw(&mut termios);
+        nix::sys::termios::tcsetattr(&slave, nix::sys::termios::SetArg::TCSANOW, &termios).unwrap();
+        let session = PtySession::start(
+            std::fs::File::from(pty.master),
+            Some(stdin_rx),
+            Some(stdout_tx),
+            Some(resize_rx),
+        )
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            slave.write_all(b"from the program").unwrap();
+            assert_eq!(&stdout_rx.recv().await.unwrap()[..], b"from the program");
+            stdin_tx.send(Bytes::from_static(b"typed")).await.unwrap();
+            let mut buf = [0u8; 5];
+            let mut reader = slave.try_clone().unwrap();
+            tokio::task::spawn_blocking(move || reader.read_exact(&mut buf).map(|()| buf))
+                .await
+                .unwrap()
+                .map(|buf| assert_eq!(&buf, b"typed"))
+                .unwrap();
+            resize_tx
+                .send(TermSize {
+                    width: 120,
+                    height: 50,
+                })
+                .await
+                .unwrap();
+            loop {
+                let size = rustix::termios::tcgetwinsize(&slave).unwrap();
+                if (size.ws_col, size.ws_row) == (120, 50) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        // The slave is still open: dropping the session ends its output anyway.
+        drop(session);
+        assert!(stdout_rx.recv().await.is_none());
     }
 
     #[test]
