@@ -317,6 +317,41 @@ async fn attach_relays_a_containers_stdin_and_its_terminal() {
         assert_eq!(attached.stdout_text(), "got one\nthen two\n");
         assert_eq!(attached.status()["status"], "Success");
 
+        // stdin_once: the first session's end of input is the container's (cat ends), here
+        // over WebSocket v5 and its stdin close signal.
+        let mut once = container_config("once", &image, &["cat"]);
+        once.stdin = true;
+        once.stdin_once = true;
+        let id = start(&mut client, &sandbox, &config, once).await;
+        wait_running(&mut client, &id).await;
+        let url = client
+            .attach(cri::AttachRequest {
+                container_id: id.clone(),
+                stdin: true,
+                tty: false,
+                stdout: true,
+                stderr: true,
+            })
+            .await
+            .expect("Attach")
+            .into_inner()
+            .url;
+        let attached = websocket_session(
+            &netns,
+            &url,
+            "v5.channel.k8s.io",
+            Script {
+                stdin: Some(b"only once\n".to_vec()),
+                close_stdin: true,
+                stdout: true,
+                stderr: true,
+                ..Script::default()
+            },
+        )
+        .await;
+        assert_eq!(attached.stdout_text(), "only once\n");
+        assert_eq!(attached.status()["status"], "Success");
+
         // A terminal container, attached over WebSocket v5: typed lines come back through
         // the terminal, which the log also records as stdout.
         let mut shell = container_config(
