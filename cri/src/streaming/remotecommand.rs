@@ -190,6 +190,8 @@ where
         }
         *slot = Some(stream);
     }
+    // Streams opened after these are refused (reset) rather than queued.
+    drop(incoming);
     let mut pumps = Vec::new();
     let mut session = SessionIo::default();
     if let Some(stream) = stdin {
