@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use support::daemon::{Daemon, DaemonOptions, cgroups_left, mounts_under};
-use support::pod::{busybox, container_config, pull, run_sandbox, sandbox_config, start};
+use support::pod::{
+    busybox, container_config, exec, pull, run_sandbox, sandbox_config, start, text,
+};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -45,26 +47,6 @@ async fn wait_exited(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn exec(
-    client: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-    cmd: &[&str],
-) -> cri::ExecSyncResponse {
-    client
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout: 10,
-        })
-        .await
-        .expect("exec")
-        .into_inner()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).trim().to_string()
 }
 
 async fn wait_for_log(path: &std::path::Path, needle: &str) -> String {

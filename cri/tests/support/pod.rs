@@ -1,5 +1,5 @@
-//! Pods for the end-to-end tests: busybox in a registry beside the daemon, sandbox and
-//! container configs, and the calls that run them.
+//! Pod helpers shared by the end-to-end tests: a registry with busybox for a daemon, pulls,
+//! sandbox and container configs, running a sandbox, starting a container, ExecSync.
 
 use std::collections::HashMap;
 
@@ -40,6 +40,12 @@ pub fn spec(image: &str) -> cri::ImageSpec {
 }
 
 pub fn sandbox_config(daemon: &Daemon, name: &str) -> cri::PodSandboxConfig {
+    sandbox_config_in(&daemon.logs(), name)
+}
+
+/// A pod named `name` in namespace default, labelled `app=<name>`, logging under
+/// `logs/<name>`.
+pub fn sandbox_config_in(logs: &std::path::Path, name: &str) -> cri::PodSandboxConfig {
     cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
             name: name.into(),
@@ -48,7 +54,7 @@ pub fn sandbox_config(daemon: &Daemon, name: &str) -> cri::PodSandboxConfig {
             attempt: 0,
         }),
         hostname: name.into(),
-        log_directory: daemon.logs().join(name).display().to_string(),
+        log_directory: logs.join(name).display().to_string(),
         dns_config: Some(cri::DnsConfig {
             servers: vec!["10.96.0.10".into()],
             searches: vec!["default.svc.cluster.local".into()],
@@ -110,4 +116,24 @@ pub async fn start(
         .await
         .expect("start container");
     id
+}
+
+pub async fn exec(
+    client: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    cmd: &[&str],
+) -> cri::ExecSyncResponse {
+    client
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        })
+        .await
+        .expect("exec")
+        .into_inner()
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_string()
 }
