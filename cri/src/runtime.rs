@@ -689,8 +689,11 @@ impl Runtime {
                 )));
             }
         }
+        // Taken before the start: a container that exits at once must not look finished
+        // before it started (its monitor stamps the exit while `start` returns).
+        let started_at = now_nanos();
         self.oci.start(&record.id).await?;
-        record.started_at = Some(now_nanos());
+        record.started_at = Some(started_at);
         self.save_container(&record)?;
         info!(container = %record.id, "container started");
         Ok(())
