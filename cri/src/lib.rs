@@ -12,3 +12,4 @@ pub mod runtime;
 pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod streaming;

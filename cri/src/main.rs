@@ -15,6 +15,8 @@ use cri::sandbox::ipam::Ipv4Cidr;
 use cri::sandbox::network::NftCommand;
 use cri::service::image::CriImages;
 use cri::service::runtime::RuntimeServiceImpl;
+use cri::streaming::RuntimeBackend;
+use cri::streaming::server::StreamingServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 
 #[derive(Parser, Debug)]
@@ -47,6 +49,24 @@ enum Command {
     MonitorStage2 {
         /// The monitor config.
         config: PathBuf,
+    },
+    /// Internal: run a command on a terminal in a container and wait for it (streaming exec).
+    #[command(hide = true, name = "exec-tty")]
+    ExecTty {
+        /// The OCI runtime binary.
+        #[arg(long)]
+        runtime: PathBuf,
+        /// Its state root.
+        #[arg(long)]
+        root: PathBuf,
+        /// Where the runtime sends the terminal.
+        #[arg(long)]
+        console_socket: PathBuf,
+        /// The container.
+        id: String,
+        /// The command.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
     },
 }
 
@@ -82,6 +102,9 @@ struct ServeArgs {
     /// Image tarballs and OCI layouts imported at start (default `<root>/preload`).
     #[arg(long)]
     preload_dir: Option<PathBuf>,
+    /// The streaming server (Exec, Attach, PortForward URLs); port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    streaming_address: std::net::SocketAddr,
 }
 
 #[derive(clap::Args, Debug)]
@@ -121,6 +144,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::ExecTty {
+            runtime,
+            root,
+            console_socket,
+            id,
+            args,
+        } => monitor::run_tty_exec(&runtime, &root, &console_socket, &id, &args),
         Command::Import(args) => {
             let result = tokio::runtime::Runtime::new()
                 .map_err(anyhow::Error::from)
@@ -215,12 +245,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store.clone(),
         Arc::new(NftCommand),
     )?);
+    let streaming = StreamingServer::bind(
+        args.streaming_address,
+        Arc::new(RuntimeBackend::new(runtime.clone())),
+    )
+    .await
+    .with_context(|| format!("serve streaming on {}", args.streaming_address))?;
+    tracing::info!(address = %streaming.address(), "serving streaming");
+    tokio::spawn(streaming.clone().serve(cri::server::shutdown_signal()));
     let listener = cri::server::bind(&args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen.display()))?;
     tracing::info!(socket = %args.listen.display(), "serving CRI");
     tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(RuntimeServiceImpl::new(runtime)))
+        .add_service(RuntimeServiceServer::new(
+            RuntimeServiceImpl::new(runtime).with_streaming(streaming),
+        ))
         .add_service(CriImages::new(store).into_server())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),

@@ -648,12 +648,15 @@ impl Runtime {
             PathBuf::from("/sys/fs/cgroup/memory")
                 .join(record.cgroups_path.trim_start_matches('/')),
         );
-        let monitor = self.oci.monitor_config(
+        let mut monitor = self.oci.monitor_config(
             &record.id,
             &state_dir,
             record.log_path.clone(),
             memory_cgroup,
         );
+        monitor.stdin = record.config.stdin;
+        monitor.stdin_once = record.config.stdin_once;
+        monitor.tty = record.config.tty;
         let monitor_path = state_dir.join("monitor.json");
         persist::write_json(&monitor_path, &monitor).map_err(host("write the monitor config"))?;
         Ok(self.oci.create(&monitor_path).await?)
@@ -686,8 +689,11 @@ impl Runtime {
                 )));
             }
         }
+        // Taken before the start: a container that exits at once must not look finished
+        // before it started (its monitor stamps the exit while `start` returns).
+        let started_at = now_nanos();
         self.oci.start(&record.id).await?;
-        record.started_at = Some(now_nanos());
+        record.started_at = Some(started_at);
         self.save_container(&record)?;
         info!(container = %record.id, "container started");
         Ok(())
@@ -838,6 +844,32 @@ impl Runtime {
             &self.container_state_dir(&record.id).join("control"),
         )
         .map_err(host("reach the container's monitor"))
+    }
+
+    /// A running container by id or unique prefix (streaming sessions need one).
+    pub fn running_container(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
+        let record = self
+            .container(id)
+            .ok_or_else(|| RuntimeError::NotFound(format!("container {id:?} not found")))?;
+        let state = self.container_state(&record);
+        if state != ContainerState::Running {
+            return Err(RuntimeError::Precondition(format!(
+                "container {} is {}, not running",
+                record.id,
+                state_name(&state)
+            )));
+        }
+        Ok(record)
+    }
+
+    /// The OCI runtime (streaming exec).
+    pub fn oci(&self) -> &Arc<dyn OciRuntime> {
+        &self.oci
+    }
+
+    /// A container's volatile state directory (its monitor's attach socket lives there).
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.container_state_dir(id)
     }
 
     /// Removes what the firewall holds for this instance (at shutdown with no pods).

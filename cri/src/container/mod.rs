@@ -2,6 +2,7 @@
 //! directories with a per-container upper directory), OCI spec, runtime driver, monitor and
 //! CRI log format.
 
+pub mod attach;
 pub mod log;
 pub mod monitor;
 pub mod oci;

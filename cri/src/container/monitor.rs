@@ -5,7 +5,11 @@
 //! stdout and stderr, reports the container's pid, then copies both pipes into the CRI log,
 //! reaps the container and writes its exit record atomically. Monitors outlive the daemon, so
 //! a daemon restart loses no log line and no exit code. A control FIFO takes `reopen` to
-//! reopen the log after rotation.
+//! reopen the log after rotation. The attach socket ([`super::attach`]) copies the output
+//! to attached clients and takes their input: the monitor keeps the container's stdin pipe
+//! when the container asked for stdin, and for tty containers it receives the terminal's
+//! pty master from the runtime (`--console-socket`), writes the terminal's output to the
+//! log as stdout, and applies resizes to it.
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -18,6 +22,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use super::attach::{self, Clients, InputSink, Tee};
 use super::log::{LogFile, Stream, copy_lines};
 
 /// What a monitor needs, written by the daemon next to the bundle.
@@ -43,6 +48,15 @@ pub struct MonitorConfig {
     pub control: PathBuf,
     /// The monitor's own diagnostics.
     pub monitor_log: PathBuf,
+    /// Keep the container's stdin open for attach (ContainerConfig.stdin).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close stdin when the first attach session's input ends (ContainerConfig.stdin_once).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// Run the container on a terminal (ContainerConfig.tty).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// How a container ended.
@@ -175,7 +189,7 @@ pub fn run_second_stage(config_path: &Path) -> ExitCode {
         }
     };
     let created = create(&config);
-    let (pid, stdout_r, stderr_r) = match created {
+    let (pid, stdio) = match created {
         Ok(v) => v,
         Err(e) => {
             print_report(&CreateReport {
@@ -186,16 +200,66 @@ pub fn run_second_stage(config_path: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let clients = Clients::default();
+    let (sources, input): (Vec<OutputSource>, MonitorInput) = match stdio {
+        ContainerStdio::Pipes {
+            stdout,
+            stderr,
+            stdin,
+        } => (
+            vec![
+                (Box::new(stdout), Stream::Stdout, attach::STDOUT),
+                (Box::new(stderr), Stream::Stderr, attach::STDERR),
+            ],
+            MonitorInput {
+                stdin: Mutex::new(stdin.map(|w| Box::new(w) as Box<dyn Write + Send>)),
+                pty: None,
+                stdin_once: config.stdin_once,
+            },
+        ),
+        ContainerStdio::Tty(master) => {
+            let reader = master.try_clone();
+            let writer = master.try_clone();
+            match (reader, writer) {
+                (Ok(reader), Ok(writer)) => (
+                    vec![(Box::new(reader), Stream::Stdout, attach::STDOUT)],
+                    MonitorInput {
+                        stdin: Mutex::new(
+                            config
+                                .stdin
+                                .then(|| Box::new(writer) as Box<dyn Write + Send>),
+                        ),
+                        pty: Some(master),
+                        stdin_once: false,
+                    },
+                ),
+                _ => {
+                    eprintln!("monitor {}: cannot share the terminal", config.id);
+                    (Vec::new(), MonitorInput::default())
+                }
+            }
+        }
+    };
+    // The attach socket exists before the daemon hears of the container, so an Attach right
+    // after StartContainer finds it.
+    if let Err(e) = attach::serve(&config.bundle, clients.clone(), Arc::new(input)) {
+        eprintln!("monitor {}: no attach socket: {e}", config.id);
+    }
     print_report(&CreateReport {
         pid: Some(pid),
         monitor_pid: Some(std::process::id()),
         error: None,
     });
-
     let (done_tx, done_rx) = mpsc::channel();
-    for (reader, stream) in [(stdout_r, Stream::Stdout), (stderr_r, Stream::Stderr)] {
+    let copiers = sources.len();
+    for (reader, stream, kind) in sources {
         let log = Arc::clone(&log);
         let done = done_tx.clone();
+        let reader = Tee {
+            inner: reader,
+            kind,
+            clients: clients.clone(),
+        };
         std::thread::spawn(move || {
             let _ = copy_lines(
                 BufReader::with_capacity(64 * 1024, reader),
@@ -219,7 +283,7 @@ pub fn run_second_stage(config_path: &Path) -> ExitCode {
     let oom_before = oom_kills(config.memory_cgroup.as_deref());
     let exit_code = reap(pid);
     // Let the copiers drain what the container wrote before it ended.
-    for _ in 0..2 {
+    for _ in 0..copiers {
         if done_rx.recv_timeout(Duration::from_secs(2)).is_err() {
             break;
         }
@@ -237,11 +301,72 @@ pub fn run_second_stage(config_path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-type Pipes = (u32, io::PipeReader, io::PipeReader);
+/// An output of the container: where it is read, its log stream, its attach kind.
+type OutputSource = (Box<dyn Read + Send>, Stream, u8);
 
-fn create(config: &MonitorConfig) -> Result<Pipes, String> {
+/// The container's stdio as the monitor holds it.
+enum ContainerStdio {
+    /// Pipes, and stdin's write end when the container keeps stdin open.
+    Pipes {
+        stdout: io::PipeReader,
+        stderr: io::PipeReader,
+        stdin: Option<io::PipeWriter>,
+    },
+    /// The terminal's pty master.
+    Tty(fs::File),
+}
+
+/// Where attach clients' input goes.
+#[derive(Default)]
+struct MonitorInput {
+    stdin: Mutex<Option<Box<dyn Write + Send>>>,
+    pty: Option<fs::File>,
+    stdin_once: bool,
+}
+
+impl InputSink for MonitorInput {
+    fn write_input(&self, data: &[u8]) {
+        if let Ok(mut guard) = self.stdin.lock()
+            && let Some(stdin) = guard.as_mut()
+            && stdin.write_all(data).and_then(|()| stdin.flush()).is_err()
+        {
+            *guard = None;
+        }
+    }
+
+    fn close_input(&self) {
+        if self.stdin_once
+            && let Ok(mut guard) = self.stdin.lock()
+        {
+            *guard = None;
+        }
+    }
+
+    fn resize(&self, width: u16, height: u16) {
+        if let Some(pty) = &self.pty {
+            let _ =
+                crate::streaming::exec::resize(pty, crate::streaming::TermSize { width, height });
+        }
+    }
+}
+
+/// Waits for the runtime to send the pty master to the console socket.
+fn receive_console(
+    listener: std::os::unix::net::UnixListener,
+) -> std::thread::JoinHandle<io::Result<fs::File>> {
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept()?;
+        crate::streaming::exec::receive_fd(&stream).map(fs::File::from)
+    })
+}
+
+fn create(config: &MonitorConfig) -> Result<(u32, ContainerStdio), String> {
     let (stdout_r, stdout_w) = io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let (mut stderr_r, stderr_w) = io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let bundle = fs::File::open(&config.bundle)
+        .map_err(|e| format!("open {}: {e}", config.bundle.display()))?;
+    let mut console = None;
+    let mut stdin_w = None;
     let status = {
         let mut cmd = Command::new(&config.runtime);
         cmd.arg("--root")
@@ -250,12 +375,29 @@ fn create(config: &MonitorConfig) -> Result<Pipes, String> {
             .arg("--bundle")
             .arg(&config.bundle)
             .arg("--pid-file")
-            .arg(&config.pid_file)
-            .arg(&config.id)
-            .stdin(Stdio::null())
-            .stdout(stdout_w)
-            .stderr(stderr_w);
-        cmd.status()
+            .arg(&config.pid_file);
+        if config.tty {
+            let path = attach::short_path(&bundle, "console");
+            let _ = fs::remove_file(&path);
+            let listener = std::os::unix::net::UnixListener::bind(&path)
+                .map_err(|e| format!("console socket: {e}"))?;
+            console = Some(receive_console(listener));
+            cmd.arg("--console-socket").arg(&path);
+            cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        } else {
+            if config.stdin {
+                let (r, w) = io::pipe().map_err(|e| format!("pipe: {e}"))?;
+                stdin_w = Some(w);
+                cmd.stdin(r);
+            } else {
+                cmd.stdin(Stdio::null());
+            }
+            cmd.stdout(stdout_w);
+        }
+        cmd.arg(&config.id).stderr(stderr_w);
+        let status = cmd.status();
+        drop(cmd);
+        status
     };
     let status =
         status.map_err(|e| format!("cannot run OCI runtime {}: {e}", config.runtime.display()))?;
@@ -278,7 +420,70 @@ fn create(config: &MonitorConfig) -> Result<Pipes, String> {
                 config.pid_file.display()
             )
         })?;
-    Ok((pid, stdout_r, stderr_r))
+    let stdio = match console {
+        Some(receiver) => {
+            let master = receiver
+                .join()
+                .map_err(|_| "the console receiver panicked".to_string())?
+                .map_err(|e| format!("receive the terminal: {e}"))?;
+            let _ = fs::remove_file(config.bundle.join("console"));
+            ContainerStdio::Tty(master)
+        }
+        None => ContainerStdio::Pipes {
+            stdout: stdout_r,
+            stderr: stderr_r,
+            stdin: stdin_w,
+        },
+    };
+    Ok((pid, stdio))
+}
+
+/// `cri exec-tty`: runs `<runtime> exec --detach --tty --console-socket` (the runtime sends
+/// the terminal to the socket's owner, the daemon), adopts the detached command as a child
+/// subreaper, and exits with the command's exit code (255 when the runtime failed).
+pub fn run_tty_exec(
+    runtime: &Path,
+    root: &Path,
+    console_socket: &Path,
+    id: &str,
+    args: &[String],
+) -> ExitCode {
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        eprintln!("exec-tty: cannot become a subreaper: {e}");
+        return ExitCode::from(255);
+    }
+    let pid_file = std::env::temp_dir().join(format!(
+        "cri-exec-{id}-{}.pid",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let status = Command::new(runtime)
+        .arg("--root")
+        .arg(root)
+        .args(["exec", "--detach", "--tty", "--console-socket"])
+        .arg(console_socket)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(id)
+        .args(args)
+        .stdin(Stdio::null())
+        .status();
+    let pid = fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let _ = fs::remove_file(&pid_file);
+    match (status, pid) {
+        (Ok(status), Some(pid)) if status.success() => {
+            ExitCode::from(u8::try_from(reap(pid)).unwrap_or(255))
+        }
+        (Ok(status), _) => {
+            eprintln!("exec-tty: {} exec: {status}", runtime.display());
+            ExitCode::from(255)
+        }
+        (Err(e), _) => {
+            eprintln!("exec-tty: cannot run {}: {e}", runtime.display());
+            ExitCode::from(255)
+        }
+    }
 }
 
 /// Waits for `pid` (reaping any other orphan on the way); returns its exit code.

@@ -80,6 +80,17 @@ pub trait OciRuntime: Send + Sync {
     ) -> Result<ExecOutput, OciError>;
     /// Updates the container's resources (`resources` is OCI LinuxResources JSON).
     async fn update(&self, id: &str, resources: &serde_json::Value) -> Result<(), OciError>;
+    /// The command that runs `args` in the container with the caller's stdio, or on a
+    /// terminal sent to `console_socket`; `None` when this runtime cannot stream exec.
+    fn exec_command(
+        &self,
+        id: &str,
+        args: &[String],
+        console_socket: Option<&Path>,
+    ) -> Option<Command> {
+        let _ = (id, args, console_socket);
+        None
+    }
 }
 
 /// A runc-compatible runtime binary.
@@ -147,6 +158,9 @@ impl OciRuntime for Runc {
             memory_cgroup,
             control: dir.join("control"),
             monitor_log: dir.join("monitor.log"),
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         }
     }
 
@@ -280,6 +294,39 @@ impl OciRuntime for Runc {
         };
         let _ = std::fs::remove_file(&pid_file);
         result
+    }
+
+    fn exec_command(
+        &self,
+        id: &str,
+        args: &[String],
+        console_socket: Option<&Path>,
+    ) -> Option<Command> {
+        let mut cmd = match console_socket {
+            // runc hands out the terminal only when it detaches, so a subreaper of ours
+            // (`cri exec-tty`) runs it and waits for the command to learn its exit code.
+            Some(socket) => {
+                let mut cmd = Command::new(&self.monitor);
+                cmd.arg("exec-tty")
+                    .arg("--runtime")
+                    .arg(&self.binary)
+                    .arg("--root")
+                    .arg(&self.root)
+                    .arg("--console-socket")
+                    .arg(socket)
+                    .arg(id)
+                    .arg("--")
+                    .kill_on_drop(true);
+                cmd
+            }
+            None => {
+                let mut cmd = self.command();
+                cmd.arg("exec").arg(id);
+                cmd
+            }
+        };
+        cmd.args(args);
+        Some(cmd)
     }
 
     async fn update(&self, id: &str, resources: &serde_json::Value) -> Result<(), OciError> {

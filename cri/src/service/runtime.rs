@@ -11,17 +11,40 @@ use tonic::{Request, Response, Status};
 
 use crate::runtime::{ContainerState, Runtime, RuntimeError};
 use crate::sandbox::SandboxRecord;
+use crate::streaming::{self, StreamingError, server::StreamingServer, validate_stdio};
 
 /// The RuntimeService over a [`Runtime`].
 #[derive(Debug, Clone)]
 pub struct RuntimeServiceImpl {
     runtime: Arc<Runtime>,
+    streaming: Option<Arc<StreamingServer>>,
 }
 
 impl RuntimeServiceImpl {
     /// Serves `runtime`.
     pub fn new(runtime: Arc<Runtime>) -> Self {
-        RuntimeServiceImpl { runtime }
+        RuntimeServiceImpl {
+            runtime,
+            streaming: None,
+        }
+    }
+
+    /// Serves Exec, Attach and PortForward through `server`.
+    pub fn with_streaming(mut self, server: Arc<StreamingServer>) -> Self {
+        self.streaming = Some(server);
+        self
+    }
+
+    /// The streaming URL for `request`.
+    fn stream_url(&self, request: streaming::Request) -> Result<String, Status> {
+        let server = self
+            .streaming
+            .as_ref()
+            .ok_or_else(|| unimplemented("streaming (no streaming server configured)"))?;
+        server.url_for(request).map_err(|e| match e {
+            StreamingError::TooManyRequests(_) => Status::resource_exhausted(e.to_string()),
+            other => Status::internal(other.to_string()),
+        })
     }
 }
 
@@ -436,23 +459,59 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn exec(
         &self,
-        _: Request<cri::ExecRequest>,
+        request: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        Err(unimplemented("Exec streaming"))
+        let request = request.into_inner();
+        if request.cmd.is_empty() {
+            return Err(Status::invalid_argument("cmd must not be empty"));
+        }
+        validate_stdio(request.stdin, request.stdout, request.stderr, request.tty)
+            .map_err(Status::invalid_argument)?;
+        let record = self.runtime.running_container(&request.container_id)?;
+        let url = self.stream_url(streaming::Request::Exec(cri::ExecRequest {
+            container_id: record.id,
+            ..request
+        }))?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(
         &self,
-        _: Request<cri::AttachRequest>,
+        request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        Err(unimplemented("Attach streaming"))
+        let request = request.into_inner();
+        validate_stdio(request.stdin, request.stdout, request.stderr, request.tty)
+            .map_err(Status::invalid_argument)?;
+        let record = self.runtime.running_container(&request.container_id)?;
+        let url = self.stream_url(streaming::Request::Attach(cri::AttachRequest {
+            container_id: record.id,
+            ..request
+        }))?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        Err(unimplemented("PortForward streaming"))
+        let request = request.into_inner();
+        let sandbox = self
+            .runtime
+            .sandbox(&request.pod_sandbox_id)
+            .ok_or_else(|| {
+                Status::not_found(format!("sandbox {:?} not found", request.pod_sandbox_id))
+            })?;
+        if !sandbox.ready {
+            return Err(Status::failed_precondition(format!(
+                "sandbox {} is not ready",
+                sandbox.id
+            )));
+        }
+        let url = self.stream_url(streaming::Request::PortForward(cri::PortForwardRequest {
+            pod_sandbox_id: sandbox.id,
+            ..request
+        }))?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(

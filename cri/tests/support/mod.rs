@@ -3,6 +3,9 @@
 //! a deadline for async tests.
 #![allow(dead_code, unused_imports)]
 
+pub mod pod;
+pub mod streaming;
+
 use std::future::Future;
 use std::time::Duration;
 
