@@ -318,3 +318,83 @@ fn a_restarted_agent_adopts_running_pods_without_restarting_them() {
         s.is_empty() && c.is_empty()
     });
 }
+
+#[test]
+fn probes_gate_readiness_and_restart_unhealthy_containers() {
+    let api = ApiServer::start().expect("apiserver-lite");
+    let node = TestNode::start(&api);
+    let manifest = format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: probed
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {}
+    command: [sh, -c, 'touch /tmp/alive; sleep 3; touch /tmp/ready; sleep 4; rm /tmp/alive; exec sleep 3600']
+    readinessProbe:
+      exec: {{command: [cat, /tmp/ready]}}
+      periodSeconds: 1
+    livenessProbe:
+      exec: {{command: [cat, /tmp/alive]}}
+      periodSeconds: 1
+      failureThreshold: 2
+",
+        node.image
+    );
+    apply(&api, &manifest);
+    wait_until("probed to run", Duration::from_secs(60), || {
+        jsonpath(&api, &["pod", "probed"], "{.status.phase}") == "Running"
+    });
+    assert_eq!(
+        jsonpath(
+            &api,
+            &["pod", "probed"],
+            "{.status.containerStatuses[0].ready}"
+        ),
+        "false",
+        "not ready before the readiness probe passes"
+    );
+    wait_until(
+        "the readiness probe to pass",
+        Duration::from_secs(30),
+        || {
+            jsonpath(
+                &api,
+                &["pod", "probed"],
+                "{.status.containerStatuses[0].ready}",
+            ) == "true"
+        },
+    );
+    wait_until(
+        "the liveness probe to restart the container",
+        Duration::from_secs(60),
+        || {
+            jsonpath(
+                &api,
+                &["pod", "probed"],
+                "{.status.containerStatuses[0].restartCount}",
+            ) == "1"
+        },
+    );
+    let events = api.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=probed",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+    ]);
+    let events = events.ok().to_string();
+    assert!(
+        events.contains("Unhealthy: Liveness probe failed:"),
+        "{events}"
+    );
+    assert!(
+        events.contains("Killing: Container main failed liveness probe, will be restarted"),
+        "{events}"
+    );
+}

@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod config;
 pub mod plan;
+pub mod probe;
 pub mod status;
 pub mod volumes;
 pub mod worker;

@@ -28,6 +28,9 @@ pub struct StatusInput<'a> {
     /// Readiness by container name (probes); containers without a readiness probe are ready
     /// once running.
     pub readiness: &'a BTreeMap<String, bool>,
+    /// Startup by container name (startup probes); containers without one have started once
+    /// running.
+    pub started: &'a BTreeMap<String, bool>,
     /// The node's address.
     pub host_ip: &'a str,
     /// The runtime's name, the containerID scheme (`containerd://...`).
@@ -160,7 +163,7 @@ fn container_status(
         image_id: latest.map(|c| c.image_ref.clone()).unwrap_or_default(),
         container_id: latest.map(|c| format!("{runtime}://{}", c.id)),
         ready,
-        started: Some(running),
+        started: Some(running && input.started.get(&spec.name).copied().unwrap_or(true)),
         restart_count: latest.map_or(0, |c| c.restart_count),
         last_state: last.map(|t| ContainerState {
             terminated: Some(t),
@@ -399,6 +402,7 @@ mod tests {
             plan,
             waiting: &BTreeMap::new(),
             readiness: &BTreeMap::new(),
+            started: &BTreeMap::new(),
             host_ip: "192.0.2.1",
             runtime_name: "cri-lite",
             now: Timestamp::from_second(120).unwrap(),

@@ -21,6 +21,7 @@ use super::config::{self, PodContext, RESTART_COUNT_ANNOTATION};
 use super::plan::{
     self, ContainerKind, Observed, ObservedContainer, ObservedSandbox, Plan, RunState, Start,
 };
+use super::probe::{self, ProbeKind, Prober};
 use super::status::{StatusInput, pod_status};
 use super::volumes;
 use crate::runtime::ContainerRuntime;
@@ -50,6 +51,8 @@ pub struct Shared {
     pub cluster_domain: String,
     /// The runtime's name (containerID scheme).
     pub runtime_name: String,
+    /// Runs container probes.
+    pub prober: Arc<dyn Prober>,
     /// Cgroup root of pods (QoS classes below it).
     pub cgroup_root: String,
 }
@@ -83,6 +86,46 @@ pub struct Worker {
     exited_cache: HashMap<String, cri::ContainerStatus>,
     last_status: Option<PodStatus>,
     last_pod: Option<Arc<Pod>>,
+    probes: Probes,
+}
+
+/// The probes of the pod's running containers and what they found.
+struct Probes {
+    tasks: HashMap<String, Vec<tokio::task::JoinHandle<()>>>,
+    started_gates: HashMap<String, watch::Sender<bool>>,
+    ready: BTreeMap<String, bool>,
+    started: BTreeMap<String, bool>,
+    reports_tx: tokio::sync::mpsc::Sender<probe::Report>,
+    reports_rx: tokio::sync::mpsc::Receiver<probe::Report>,
+}
+
+impl Probes {
+    fn new() -> Self {
+        let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(64);
+        Probes {
+            tasks: HashMap::new(),
+            started_gates: HashMap::new(),
+            ready: BTreeMap::new(),
+            started: BTreeMap::new(),
+            reports_tx,
+            reports_rx,
+        }
+    }
+
+    fn stop(&mut self, container_id: &str) {
+        for task in self.tasks.remove(container_id).into_iter().flatten() {
+            task.abort();
+        }
+        self.started_gates.remove(container_id);
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        for task in self.tasks.values().flatten() {
+            task.abort();
+        }
+    }
 }
 
 fn ts(nanos: i64) -> Option<Timestamp> {
@@ -118,6 +161,7 @@ impl Worker {
             exited_cache: HashMap::new(),
             last_status: None,
             last_pod: None,
+            probes: Probes::new(),
         }
     }
 
@@ -148,6 +192,7 @@ impl Worker {
                 continue;
             }
             let Some(pod) = pod else { return };
+            self.sync_probes(&pod, &observed);
             let now = Timestamp::now();
             let plan = plan::plan(&pod, &observed, &self.backoff, now);
             let acted = self.execute(&pod, &observed, &plan).await;
@@ -185,6 +230,7 @@ impl Worker {
             tokio::select! {
                 changed = self.pod_rx.changed() => { if changed.is_err() { return; } }
                 changed = self.runtime_rx.changed() => { if changed.is_err() { return; } }
+                Some(report) = self.probes.reports_rx.recv() => self.handle_probe(report).await,
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
@@ -290,7 +336,14 @@ impl Worker {
     }
 
     fn event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {
+        self.event_for(pod, type_, reason, "Sync", note);
+    }
+
+    /// An event whose action tells it apart from others of the same reason (the recorder
+    /// folds events of one reason and action into a series).
+    fn event_for(&self, pod: &Pod, type_: EventType, reason: &str, action: &str, note: String) {
         let recorder = self.shared.recorder.clone();
+        let action = action.to_string();
         let reference = kube::Resource::object_ref(pod, &());
         let reason = reason.to_string();
         tokio::spawn(async move {
@@ -298,7 +351,7 @@ impl Worker {
                 type_,
                 reason,
                 note: Some(note),
-                action: "Sync".into(),
+                action,
                 secondary: None,
             };
             if let Err(e) = recorder.publish(&event, &reference).await {
@@ -600,13 +653,167 @@ impl Worker {
         }
     }
 
+    /// Starts the probes of containers that began running and stops those of containers that
+    /// ended; a new instance starts not ready (with a readiness probe) and not started (with a
+    /// startup probe).
+    fn sync_probes(&mut self, pod: &Pod, observed: &Observed) {
+        let pod_ip = observed
+            .current_sandbox()
+            .map(|s| s.ip.clone())
+            .unwrap_or_default();
+        let spec_containers: Vec<k8s_openapi::api::core::v1::Container> = pod
+            .spec
+            .iter()
+            .flat_map(|s| {
+                s.init_containers
+                    .iter()
+                    .flatten()
+                    .filter(|c| plan::is_sidecar(c))
+                    .chain(&s.containers)
+            })
+            .cloned()
+            .collect();
+        let running: HashMap<String, &ObservedContainer> = observed
+            .containers
+            .iter()
+            .filter(|c| c.state == RunState::Running)
+            .map(|c| (c.id.clone(), c))
+            .collect();
+        let gone: Vec<String> = self
+            .probes
+            .tasks
+            .keys()
+            .filter(|id| !running.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.probes.stop(&id);
+        }
+        for container in &spec_containers {
+            let Some(instance) = observed
+                .latest(&container.name)
+                .filter(|c| c.state == RunState::Running)
+            else {
+                self.probes.ready.remove(&container.name);
+                self.probes.started.remove(&container.name);
+                continue;
+            };
+            if self.probes.tasks.contains_key(&instance.id) {
+                continue;
+            }
+            let has_startup = container.startup_probe.is_some();
+            self.probes
+                .ready
+                .insert(container.name.clone(), container.readiness_probe.is_none());
+            self.probes
+                .started
+                .insert(container.name.clone(), !has_startup);
+            let (gate_tx, gate_rx) = watch::channel(!has_startup);
+            let target = probe::Target {
+                container_id: instance.id.clone(),
+                container: container.clone(),
+                pod_ip: pod_ip.clone(),
+            };
+            let mut tasks = Vec::new();
+            for kind in [
+                ProbeKind::Startup,
+                ProbeKind::Liveness,
+                ProbeKind::Readiness,
+            ] {
+                if let Some(spec) = kind.of(container) {
+                    tasks.push(tokio::spawn(probe::run(
+                        self.shared.prober.clone(),
+                        kind,
+                        spec.clone(),
+                        target.clone(),
+                        gate_rx.clone(),
+                        self.probes.reports_tx.clone(),
+                    )));
+                }
+            }
+            self.probes.tasks.insert(instance.id.clone(), tasks);
+            self.probes
+                .started_gates
+                .insert(instance.id.clone(), gate_tx);
+        }
+    }
+
+    /// Applies a probe report: events for failures, readiness and startup state, and a restart
+    /// of a container whose liveness or startup probe failed.
+    async fn handle_probe(&mut self, report: probe::Report) {
+        let Some(pod) = self.last_pod.clone() else {
+            return;
+        };
+        if !self.probes.tasks.contains_key(&report.container_id) {
+            return;
+        }
+        if let probe::Outcome::Failure(message) = &report.outcome {
+            self.event_for(
+                &pod,
+                EventType::Warning,
+                "Unhealthy",
+                &format!("{}Probe", report.kind.name()),
+                format!("{} probe failed: {message}", report.kind.name()),
+            );
+        }
+        match (report.kind, report.changed) {
+            (ProbeKind::Readiness, Some(ready)) => {
+                self.probes.ready.insert(report.name.clone(), ready);
+            }
+            (ProbeKind::Startup, Some(true)) => {
+                self.probes.started.insert(report.name.clone(), true);
+                if let Some(gate) = self.probes.started_gates.get(&report.container_id) {
+                    let _ = gate.send(true);
+                }
+            }
+            (ProbeKind::Liveness | ProbeKind::Startup, Some(false)) => {
+                let container = pod
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+                    .find(|c| c.name == report.name);
+                let grace = container
+                    .and_then(|c| report.kind.of(c))
+                    .and_then(|p| p.termination_grace_period_seconds)
+                    .or_else(|| {
+                        pod.spec
+                            .as_ref()
+                            .and_then(|s| s.termination_grace_period_seconds)
+                    })
+                    .unwrap_or(30);
+                self.event(
+                    &pod,
+                    EventType::Normal,
+                    "Killing",
+                    format!(
+                        "Container {} failed {} probe, will be restarted",
+                        report.name,
+                        report.kind.name().to_lowercase()
+                    ),
+                );
+                info!(pod = %pod_key(&pod), container = %report.name, probe = report.kind.name(), "probe failed; restarting the container");
+                self.probes.stop(&report.container_id);
+                if let Err(e) = self
+                    .shared
+                    .runtime
+                    .stop_container(&report.container_id, grace)
+                    .await
+                {
+                    warn!(pod = %pod_key(&pod), error = %e, "stopping an unhealthy container failed");
+                }
+            }
+            _ => {}
+        }
+    }
+
     async fn write_status(&mut self, pod: &Pod, observed: &Observed, plan: &Plan) {
         let status = pod_status(&StatusInput {
             pod,
             observed,
             plan,
             waiting: &self.waiting,
-            readiness: &BTreeMap::new(),
+            readiness: &self.probes.ready,
+            started: &self.probes.started,
             host_ip: &self.shared.host_ip,
             runtime_name: &self.shared.runtime_name,
             now: Timestamp::now(),

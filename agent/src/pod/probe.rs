@@ -1,0 +1,409 @@
+//! Container probes as kubelet runs them: liveness, readiness and startup, each by exec (CRI
+//! ExecSync), httpGet (from the node, `>= 200` and `< 400` succeeds), tcpSocket (a connection
+//! opens) or grpc (not supported yet: it fails saying so, never a fake success), with
+//! upstream's defaults (period 10 s, timeout 1 s, success threshold 1, failure threshold 3).
+//! [`Tracker`] is the pure threshold bookkeeping; [`run`] is the loop of one probe of one
+//! container instance, reporting changes to the pod worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::runtime::ContainerRuntime;
+
+/// Which probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// Restart the container when it fails.
+    Liveness,
+    /// Keep the container out of Service endpoints while it fails.
+    Readiness,
+    /// Hold the other probes until it succeeds; restart when it fails.
+    Startup,
+}
+
+impl ProbeKind {
+    /// The word upstream's events use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Liveness => "Liveness",
+            Self::Readiness => "Readiness",
+            Self::Startup => "Startup",
+        }
+    }
+
+    /// The container's probe of this kind.
+    pub fn of(self, container: &Container) -> Option<&Probe> {
+        match self {
+            Self::Liveness => container.liveness_probe.as_ref(),
+            Self::Readiness => container.readiness_probe.as_ref(),
+            Self::Startup => container.startup_probe.as_ref(),
+        }
+    }
+}
+
+/// One probe's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It passed.
+    Success,
+    /// It failed, with why.
+    Failure(String),
+}
+
+/// What a probe runs against.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The container instance.
+    pub container_id: String,
+    /// Its spec (named ports).
+    pub container: Container,
+    /// The pod's IP (httpGet and tcpSocket default host).
+    pub pod_ip: String,
+}
+
+/// Runs one probe attempt.
+#[async_trait]
+pub trait Prober: Send + Sync {
+    /// Probes once.
+    async fn probe(&self, probe: &Probe, target: &Target) -> Outcome;
+}
+
+/// The prober of a real node: exec through CRI, HTTP and TCP from the node.
+pub struct NodeProber {
+    /// The runtime.
+    pub runtime: Arc<dyn ContainerRuntime>,
+}
+
+fn timeout_of(probe: &Probe) -> Duration {
+    Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64)
+}
+
+fn port_of(port: &IntOrString, container: &Container) -> Result<u16, String> {
+    match port {
+        IntOrString::Int(p) => u16::try_from(*p).map_err(|_| format!("invalid port {p}")),
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .ok_or_else(|| {
+                format!(
+                    "couldn't find port {name:?} in container {:?}",
+                    container.name
+                )
+            }),
+    }
+}
+
+#[async_trait]
+impl Prober for NodeProber {
+    async fn probe(&self, probe: &Probe, target: &Target) -> Outcome {
+        let timeout = timeout_of(probe);
+        if let Some(exec) = &probe.exec {
+            let command = exec.command.clone().unwrap_or_default();
+            return match self
+                .runtime
+                .exec_sync(&target.container_id, &command, timeout)
+                .await
+            {
+                Ok(r) if r.exit_code == 0 => Outcome::Success,
+                Ok(r) => {
+                    let output = String::from_utf8_lossy(if r.stdout.is_empty() {
+                        &r.stderr
+                    } else {
+                        &r.stdout
+                    })
+                    .trim()
+                    .to_string();
+                    Outcome::Failure(if output.is_empty() {
+                        format!("command {command:?} exited with {}", r.exit_code)
+                    } else {
+                        output
+                    })
+                }
+                Err(e) if e.code() == Some(tonic::Code::DeadlineExceeded) => {
+                    Outcome::Failure(format!("command timed out after {}s", timeout.as_secs()))
+                }
+                Err(e) => Outcome::Failure(e.message()),
+            };
+        }
+        if let Some(http) = &probe.http_get {
+            let port = match port_of(&http.port, &target.container) {
+                Ok(p) => p,
+                Err(e) => return Outcome::Failure(e),
+            };
+            if http.scheme.as_deref() == Some("HTTPS") {
+                return Outcome::Failure("HTTPS probes are not supported by this agent yet".into());
+            }
+            let host = http
+                .host
+                .clone()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| target.pod_ip.clone());
+            let path = http
+                .path
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "/".into());
+            let headers: Vec<(String, String)> = http
+                .http_headers
+                .iter()
+                .flatten()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect();
+            return match tokio::time::timeout(timeout, http_get(&host, port, &path, &headers)).await
+            {
+                Ok(Ok(code)) if (200..400).contains(&code) => Outcome::Success,
+                Ok(Ok(code)) => {
+                    Outcome::Failure(format!("HTTP probe failed with statuscode: {code}"))
+                }
+                Ok(Err(e)) => Outcome::Failure(format!("Get \"http://{host}:{port}{path}\": {e}")),
+                Err(_) => Outcome::Failure(format!(
+                    "Get \"http://{host}:{port}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+                )),
+            };
+        }
+        if let Some(tcp) = &probe.tcp_socket {
+            let port = match port_of(&tcp.port, &target.container) {
+                Ok(p) => p,
+                Err(e) => return Outcome::Failure(e),
+            };
+            let host = tcp
+                .host
+                .clone()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| target.pod_ip.clone());
+            return match tokio::time::timeout(
+                timeout,
+                tokio::net::TcpStream::connect((host.as_str(), port)),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Outcome::Success,
+                Ok(Err(e)) => Outcome::Failure(format!("dial tcp {host}:{port}: {e}")),
+                Err(_) => Outcome::Failure(format!("dial tcp {host}:{port}: i/o timeout")),
+            };
+        }
+        if probe.grpc.is_some() {
+            return Outcome::Failure("gRPC probes are not supported by this agent yet".into());
+        }
+        Outcome::Failure("the probe names no handler".into())
+    }
+}
+
+/// A minimal HTTP/1.1 GET; returns the status code.
+async fn http_get(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> std::io::Result<u16> {
+    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = vec![0u8; 1024];
+    let mut read = 0;
+    while read < 12 {
+        let n = stream.read(&mut buf[read..]).await?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    let line = String::from_utf8_lossy(&buf[..read]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "malformed HTTP response {:?}",
+                line.lines().next().unwrap_or("")
+            ))
+        })
+}
+
+/// Threshold bookkeeping of one probe: the result flips after `successThreshold` successes
+/// or `failureThreshold` failures in a row.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    success_threshold: i32,
+    failure_threshold: i32,
+    successes: i32,
+    failures: i32,
+    /// The current result; `None` before the first flip.
+    pub result: Option<bool>,
+}
+
+impl Tracker {
+    /// A tracker for `probe`.
+    pub fn new(probe: &Probe) -> Self {
+        Tracker {
+            success_threshold: probe.success_threshold.unwrap_or(1).max(1),
+            failure_threshold: probe.failure_threshold.unwrap_or(3).max(1),
+            successes: 0,
+            failures: 0,
+            result: None,
+        }
+    }
+
+    /// Records an outcome; returns the new result when it changed.
+    pub fn record(&mut self, outcome: &Outcome) -> Option<bool> {
+        let next = match outcome {
+            Outcome::Success => {
+                self.failures = 0;
+                self.successes += 1;
+                (self.successes >= self.success_threshold).then_some(true)
+            }
+            Outcome::Failure(_) => {
+                self.successes = 0;
+                self.failures += 1;
+                (self.failures >= self.failure_threshold).then_some(false)
+            }
+        };
+        match next {
+            Some(r) if self.result != Some(r) => {
+                self.result = Some(r);
+                Some(r)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What a probe loop reports to its worker.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The container instance.
+    pub container_id: String,
+    /// The container name.
+    pub name: String,
+    /// Which probe.
+    pub kind: ProbeKind,
+    /// The outcome of this attempt.
+    pub outcome: Outcome,
+    /// The result, when it changed with this attempt.
+    pub changed: Option<bool>,
+}
+
+/// Probes `target` until the receiver is gone or `gate` says to stop waiting: the startup
+/// gate holds liveness and readiness until the startup probe succeeded.
+pub async fn run(
+    prober: Arc<dyn Prober>,
+    kind: ProbeKind,
+    probe: Probe,
+    target: Target,
+    mut started: tokio::sync::watch::Receiver<bool>,
+    reports: mpsc::Sender<Report>,
+) {
+    let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
+    let delay = Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64);
+    if kind != ProbeKind::Startup {
+        while !*started.borrow() {
+            if started.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+    tokio::time::sleep(delay).await;
+    let mut tracker = Tracker::new(&probe);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let outcome = prober.probe(&probe, &target).await;
+        let changed = tracker.record(&outcome);
+        let report = Report {
+            container_id: target.container_id.clone(),
+            name: target.container.name.clone(),
+            kind,
+            outcome,
+            changed,
+        };
+        let failed = matches!(report.outcome, Outcome::Failure(_));
+        if (failed || report.changed.is_some()) && reports.send(report).await.is_err() {
+            return;
+        }
+        if kind == ProbeKind::Startup && tracker.result == Some(true) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_flip_the_result() {
+        let probe = Probe {
+            success_threshold: Some(2),
+            failure_threshold: Some(2),
+            ..Default::default()
+        };
+        let mut t = Tracker::new(&probe);
+        let fail = Outcome::Failure("x".into());
+        assert_eq!(t.record(&Outcome::Success), None);
+        assert_eq!(t.record(&Outcome::Success), Some(true));
+        assert_eq!(t.record(&fail), None);
+        assert_eq!(
+            t.record(&Outcome::Success),
+            None,
+            "a success resets the failures"
+        );
+        assert_eq!(t.record(&fail), None);
+        assert_eq!(t.record(&fail), Some(false));
+        assert_eq!(t.record(&fail), None, "no change, no report of a change");
+    }
+
+    #[test]
+    fn defaults_are_upstreams() {
+        let t = Tracker::new(&Probe::default());
+        assert_eq!((t.success_threshold, t.failure_threshold), (1, 3));
+        assert_eq!(timeout_of(&Probe::default()), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn named_ports_resolve_from_the_container() {
+        let c: Container = serde_json::from_value(
+            serde_json::json!({"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}),
+        )
+        .unwrap();
+        assert_eq!(port_of(&IntOrString::String("http".into()), &c), Ok(8080));
+        assert!(
+            port_of(&IntOrString::String("nope".into()), &c)
+                .unwrap_err()
+                .contains("couldn't find port")
+        );
+    }
+
+    #[tokio::test]
+    async fn http_and_tcp_probes_against_a_real_listener() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for status in ["200 OK", "503 Service Unavailable"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        assert_eq!(http_get("127.0.0.1", port, "/", &[]).await.unwrap(), 200);
+        assert_eq!(http_get("127.0.0.1", port, "/", &[]).await.unwrap(), 503);
+    }
+}
