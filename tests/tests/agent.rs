@@ -398,3 +398,83 @@ spec:
         "{events}"
     );
 }
+
+#[test]
+fn lifecycle_hooks_run_and_active_deadlines_end_pods() {
+    let api = ApiServer::start().expect("apiserver-lite");
+    let node = TestNode::start(&api);
+    let shared = tempfile::tempdir().expect("tempdir");
+    let manifest = format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: hooked
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes:
+  - name: shared
+    hostPath: {{path: {dir}, type: DirectoryOrCreate}}
+  containers:
+  - name: main
+    image: {image}
+    command: [sleep, '3600']
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+    lifecycle:
+      postStart:
+        exec: {{command: [sh, -c, 'echo started > /shared/post-start']}}
+      preStop:
+        exec: {{command: [sh, -c, 'echo stopping > /shared/pre-stop']}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: deadline
+  namespace: default
+spec:
+  activeDeadlineSeconds: 3
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    command: [sleep, '3600']
+",
+        dir = shared.path().display(),
+        image = node.image
+    );
+    apply(&api, &manifest);
+    wait_until("hooked to run", Duration::from_secs(60), || {
+        jsonpath(&api, &["pod", "hooked"], "{.status.phase}") == "Running"
+    });
+    let post = std::fs::read_to_string(shared.path().join("post-start")).unwrap_or_default();
+    assert_eq!(
+        post.trim(),
+        "started",
+        "postStart ran before the container counted as started"
+    );
+    api.kubectl(&["delete", "pod", "hooked", "--timeout=60s"])
+        .ok();
+    let pre = std::fs::read_to_string(shared.path().join("pre-stop")).unwrap_or_default();
+    assert_eq!(
+        pre.trim(),
+        "stopping",
+        "preStop ran before the container was stopped"
+    );
+
+    wait_until(
+        "the deadline to end the pod",
+        Duration::from_secs(60),
+        || jsonpath(&api, &["pod", "deadline"], "{.status.phase}") == "Failed",
+    );
+    assert_eq!(
+        jsonpath(&api, &["pod", "deadline"], "{.status.reason}"),
+        "DeadlineExceeded"
+    );
+    let (_, containers) = node.cri.runtime_objects();
+    assert!(
+        containers
+            .iter()
+            .all(|c| c.state != k8s_cri::v1::ContainerState::ContainerRunning as i32),
+        "the deadline stopped the container: {containers:?}"
+    );
+}

@@ -162,12 +162,20 @@ pub struct Plan {
     pub backing_off: Vec<(String, Timestamp)>,
     /// The pod has ended.
     pub terminal: Option<Terminal>,
+    /// Why the pod failed, when the node decided it (activeDeadlineSeconds): reason, message.
+    pub failure: Option<(String, String)>,
+    /// When activeDeadlineSeconds will end the pod.
+    pub deadline: Option<Timestamp>,
 }
 
 impl Plan {
     /// The earliest time the plan should be made again for a back-off to end.
     pub fn wake_at(&self) -> Option<Timestamp> {
-        self.backing_off.iter().map(|(_, t)| *t).min()
+        self.backing_off
+            .iter()
+            .map(|(_, t)| *t)
+            .chain(self.deadline)
+            .min()
     }
 }
 
@@ -250,6 +258,24 @@ pub fn plan(pod: &Pod, observed: &Observed, backoff: &Backoff, now: Timestamp) -
         });
         running_ids(&mut plan);
         return plan;
+    }
+
+    // activeDeadlineSeconds counts from the pod's start on this node.
+    if let (Some(seconds), Some(start)) = (
+        spec.active_deadline_seconds,
+        pod.status.as_ref().and_then(|s| s.start_time.as_ref()),
+    ) {
+        let deadline = start.0 + std::time::Duration::from_secs(seconds.max(0) as u64);
+        if now >= deadline {
+            plan.terminal = Some(Terminal::Failed);
+            plan.failure = Some((
+                "DeadlineExceeded".into(),
+                "Pod was active on the node longer than the specified deadline".into(),
+            ));
+            running_ids(&mut plan);
+            return plan;
+        }
+        plan.deadline = Some(deadline);
     }
 
     let sandbox = observed.current_sandbox().filter(|s| s.ready);
@@ -595,6 +621,29 @@ mod tests {
             (p.create_sandbox, p.terminal),
             (None, Some(Terminal::Succeeded))
         );
+    }
+
+    #[test]
+    fn an_active_deadline_ends_the_pod() {
+        let mut p = pod("Always", &[], &["a"]);
+        p.spec.as_mut().unwrap().active_deadline_seconds = Some(30);
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            start_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(ts(0))),
+            ..Default::default()
+        });
+        let seen = Observed {
+            sandboxes: vec![sandbox()],
+            containers: vec![container("a", 0, RunState::Running, 0, 0)],
+        };
+        let early = plan(&p, &seen, &Backoff::default(), ts(10));
+        assert_eq!((early.terminal, early.wake_at()), (None, Some(ts(30))));
+        let late = plan(&p, &seen, &Backoff::default(), ts(30));
+        assert_eq!(late.terminal, Some(Terminal::Failed));
+        assert_eq!(
+            late.failure.as_ref().map(|f| f.0.as_str()),
+            Some("DeadlineExceeded")
+        );
+        assert_eq!(late.kill, vec!["a-0".to_string()]);
     }
 
     #[test]

@@ -342,6 +342,35 @@ pub async fn run(
     }
 }
 
+/// Runs a lifecycle hook (postStart, preStop): exec, httpGet and tcpSocket as probes are run,
+/// sleep by waiting; bounded by `timeout`.
+pub async fn run_hook(
+    prober: &dyn Prober,
+    handler: &k8s_openapi::api::core::v1::LifecycleHandler,
+    target: &Target,
+    timeout: Duration,
+) -> Outcome {
+    if let Some(sleep) = &handler.sleep {
+        let wanted = Duration::from_secs(sleep.seconds.max(0) as u64);
+        tokio::time::sleep(wanted.min(timeout)).await;
+        return Outcome::Success;
+    }
+    let as_probe = Probe {
+        exec: handler.exec.clone(),
+        http_get: handler.http_get.clone(),
+        tcp_socket: handler.tcp_socket.clone(),
+        timeout_seconds: Some(timeout.as_secs().clamp(1, i32::MAX as u64) as i32),
+        ..Default::default()
+    };
+    match tokio::time::timeout(timeout, prober.probe(&as_probe, target)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::Failure(format!(
+            "the hook did not finish within {}s",
+            timeout.as_secs()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -297,6 +297,18 @@ pub fn pod_status(input: &StatusInput<'_>) -> PodStatus {
     };
     PodStatus {
         phase: Some(phase.into()),
+        reason: input
+            .plan
+            .failure
+            .as_ref()
+            .map(|f| f.0.clone())
+            .or_else(|| previous.and_then(|p| p.reason.clone())),
+        message: input
+            .plan
+            .failure
+            .as_ref()
+            .map(|f| f.1.clone())
+            .or_else(|| previous.and_then(|p| p.message.clone())),
         conditions: Some(conditions),
         host_ip: Some(input.host_ip.into()),
         host_ips: Some(vec![HostIP {

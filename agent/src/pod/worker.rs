@@ -422,7 +422,23 @@ impl Worker {
                 .as_ref()
                 .and_then(|s| s.termination_grace_period_seconds)
                 .unwrap_or(30);
-            if let Err(e) = rt.stop_container(id, grace).await {
+            let Some(container) = observed.containers.iter().find(|c| c.id == *id) else {
+                continue;
+            };
+            let pod_ip = observed
+                .current_sandbox()
+                .map(|s| s.ip.clone())
+                .unwrap_or_default();
+            self.event(
+                pod,
+                EventType::Normal,
+                "Killing",
+                format!("Stopping container {}", container.name),
+            );
+            if let Err(e) = self
+                .stop_after_pre_stop(Some(pod), container, grace, &pod_ip)
+                .await
+            {
                 warn!(pod = %pod_key(pod), container = %id, error = %e, "stopping a container failed");
             }
         }
@@ -564,6 +580,35 @@ impl Worker {
             "Started",
             format!("Started container {}", start.name),
         );
+        if let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
+            let target = probe::Target {
+                container_id: id.clone(),
+                container: spec.clone(),
+                pod_ip: ctx.pod_ip.clone(),
+            };
+            let budget = Duration::from_secs(
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(30)
+                    .max(1) as u64,
+            );
+            if let probe::Outcome::Failure(message) =
+                probe::run_hook(self.shared.prober.as_ref(), &hook, &target, budget).await
+            {
+                self.event(
+                    pod,
+                    EventType::Warning,
+                    "FailedPostStartHook",
+                    format!("PostStartHook failed: {message}"),
+                );
+                let _ = rt.stop_container(&id, MINIMUM_GRACE_SECONDS).await;
+                if let Some(finished) = start.replaces_finished_at {
+                    self.backoff.record_restart(&start.name, finished);
+                }
+                return true;
+            }
+        }
         self.waiting.remove(&start.name);
         if let Some(finished) = start.replaces_finished_at {
             self.backoff.record_restart(&start.name, finished);
@@ -846,6 +891,50 @@ impl Worker {
         }
     }
 
+    /// Runs the container's preStop hook (bounded by the grace period), then stops it with
+    /// what is left of the grace period, at least kubelet's 2 s minimum.
+    async fn stop_after_pre_stop(
+        &self,
+        pod: Option<&Pod>,
+        container: &ObservedContainer,
+        grace: i64,
+        pod_ip: &str,
+    ) -> Result<(), crate::runtime::RuntimeError> {
+        let spec = pod.and_then(|p| {
+            find_container(p, &container.name, ContainerKind::App)
+                .or_else(|| find_container(p, &container.name, ContainerKind::Init))
+        });
+        let hook = spec
+            .as_ref()
+            .and_then(|c| c.lifecycle.as_ref())
+            .and_then(|l| l.pre_stop.clone());
+        let mut remaining = grace;
+        if let (Some(hook), Some(spec), Some(pod)) = (hook, spec.clone(), pod) {
+            let started = std::time::Instant::now();
+            let target = probe::Target {
+                container_id: container.id.clone(),
+                container: spec,
+                pod_ip: pod_ip.to_string(),
+            };
+            let budget = Duration::from_secs(grace.max(0) as u64);
+            if let probe::Outcome::Failure(message) =
+                probe::run_hook(self.shared.prober.as_ref(), &hook, &target, budget).await
+            {
+                self.event(
+                    pod,
+                    EventType::Warning,
+                    "FailedPreStopHook",
+                    format!("PreStopHook failed: {message}"),
+                );
+            }
+            remaining = grace - started.elapsed().as_secs() as i64;
+        }
+        self.shared
+            .runtime
+            .stop_container(&container.id, remaining.max(MINIMUM_GRACE_SECONDS))
+            .await
+    }
+
     /// Stops and removes everything of the pod, then deletes the pod object (grace 0). Returns
     /// true once done.
     async fn terminate(&mut self, pod: Option<&Pod>, observed: &Observed) -> bool {
@@ -879,7 +968,13 @@ impl Worker {
         if !running.is_empty() {
             info!(pod_uid = %self.uid, containers = running.len(), grace_seconds = grace, "killing containers");
         }
-        let stops = running.iter().map(|c| rt.stop_container(&c.id, grace));
+        let pod_ip = observed
+            .current_sandbox()
+            .map(|s| s.ip.clone())
+            .unwrap_or_default();
+        let stops = running
+            .iter()
+            .map(|c| self.stop_after_pre_stop(known.as_ref(), c, grace, &pod_ip));
         for result in futures::future::join_all(stops).await {
             if let Err(e) = result {
                 warn!(pod = %self.uid, error = %e, "stopping a container failed");
