@@ -400,7 +400,7 @@ spec:
 }
 
 #[test]
-fn lifecycle_hooks_run_and_active_deadlines_end_pods() {
+fn lifecycle_hooks_run_active_deadlines_end_pods_and_admission_rejects_misfits() {
     let api = ApiServer::start().expect("apiserver-lite");
     let node = TestNode::start(&api);
     let shared = tempfile::tempdir().expect("tempdir");
@@ -476,5 +476,34 @@ spec:
             .iter()
             .all(|c| c.state != k8s_cri::v1::ContainerState::ContainerRunning as i32),
         "the deadline stopped the container: {containers:?}"
+    );
+
+    // Bound straight to the node, a pod that does not fit is rejected at admission.
+    apply(
+        &api,
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: huge, namespace: default}}
+spec:
+  nodeName: {}
+  containers:
+  - name: main
+    image: {}
+    resources: {{requests: {{cpu: '100'}}}}
+",
+            node.name, node.image
+        ),
+    );
+    wait_until("huge to be rejected", Duration::from_secs(30), || {
+        jsonpath(&api, &["pod", "huge"], "{.status.phase}") == "Failed"
+    });
+    assert_eq!(
+        jsonpath(&api, &["pod", "huge"], "{.status.reason}"),
+        "OutOfcpu"
+    );
+    assert_eq!(
+        jsonpath(&api, &["pod", "huge"], "{.status.message}"),
+        "Pod was rejected: Node didn't have enough resource: cpu"
     );
 }

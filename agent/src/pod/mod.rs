@@ -4,6 +4,7 @@
 //! pod's runtime objects change instead of on a timer. Runtime objects of pods the API no longer has
 //! are stopped and removed.
 
+pub mod admission;
 pub mod backoff;
 pub mod config;
 pub mod plan;
@@ -51,6 +52,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                     Ok(watcher::Event::Apply(pod)) | Ok(watcher::Event::InitApply(pod)) => {
                         if let Some(uid) = pod.metadata.uid.clone() {
                             init_seen.insert(uid.clone());
+                            let pod = if workers.contains_key(&uid) { pod } else { admit(&shared, &workers, pod).await };
                             deliver(&shared, &mut workers, uid, Some(Arc::new(pod)));
                         }
                     }
@@ -83,6 +85,64 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     for (_, handle) in workers {
         handle.task.abort();
     }
+}
+
+/// Admits a pod new to this agent: one it has never started (no startTime) must fit beside
+/// the pods already here; a rejected one is marked Failed with the reason, locally at once and
+/// in the API.
+async fn admit(shared: &Arc<Shared>, workers: &HashMap<String, Handle>, mut pod: Pod) -> Pod {
+    let fresh = pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().is_none_or(|s| {
+            s.start_time.is_none() && s.phase.as_deref().is_none_or(|p| p == "Pending")
+        });
+    if !fresh {
+        return pod;
+    }
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(shared.client.clone());
+    let node = match nodes.get(&shared.node_name).await {
+        Ok(node) => node,
+        Err(e) => {
+            warn!(error = %e, "reading the node for pod admission failed; admitting");
+            return pod;
+        }
+    };
+    let others: Vec<Arc<Pod>> = workers
+        .values()
+        .filter_map(|h| h.pod_tx.borrow().clone())
+        .collect();
+    let others: Vec<&Pod> = others.iter().map(|p| p.as_ref()).collect();
+    let Err(rejection) = admission::admit(&pod, &node, &others) else {
+        return pod;
+    };
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    info!(pod = %format!("{namespace}/{name}"), reason = %rejection.reason, "pod rejected at admission");
+    let status = serde_json::json!({"status": {
+        "phase": "Failed",
+        "reason": rejection.reason,
+        "message": rejection.message,
+        "startTime": jiff::Timestamp::now().to_string(),
+    }});
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), &namespace);
+    if let Err(e) = api
+        .patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&status),
+        )
+        .await
+    {
+        warn!(error = %e, "recording the admission failure failed");
+    }
+    let local = pod.status.get_or_insert_with(Default::default);
+    local.phase = Some("Failed".into());
+    local.reason = Some(rejection.reason);
+    local.message = Some(rejection.message);
+    pod
 }
 
 fn deliver(
