@@ -257,6 +257,11 @@ impl Runtime {
         self.opts.root.join("containers").join(id)
     }
 
+    /// A container's writable layer (the overlay upper directory).
+    pub fn writable_layer_dir(&self, id: &str) -> PathBuf {
+        self.container_root_dir(id).join("upper")
+    }
+
     fn save_sandbox(&self, record: &SandboxRecord) -> Result<(), RuntimeError> {
         persist::write_json(&self.sandbox_record_path(&record.id), record)
             .map_err(host("record the sandbox"))?;
@@ -621,7 +626,7 @@ impl Runtime {
             .map_err(RuntimeError::Host)?;
         mount_rootfs(
             &layers,
-            &root_dir.join("upper"),
+            &self.writable_layer_dir(&record.id),
             &root_dir.join("work"),
             &rootfs,
         )

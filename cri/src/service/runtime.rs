@@ -11,17 +11,23 @@ use tonic::{Request, Response, Status};
 
 use crate::runtime::{ContainerState, Runtime, RuntimeError};
 use crate::sandbox::SandboxRecord;
+use crate::service::stats;
+use crate::stats::StatsCollector;
 
 /// The RuntimeService over a [`Runtime`].
 #[derive(Debug, Clone)]
 pub struct RuntimeServiceImpl {
     runtime: Arc<Runtime>,
+    stats: Arc<StatsCollector>,
 }
 
 impl RuntimeServiceImpl {
     /// Serves `runtime`.
     pub fn new(runtime: Arc<Runtime>) -> Self {
-        RuntimeServiceImpl { runtime }
+        RuntimeServiceImpl {
+            runtime,
+            stats: Arc::new(StatsCollector::host()),
+        }
     }
 }
 
@@ -49,7 +55,10 @@ fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not supported by {RUNTIME_NAME} yet"))
 }
 
-fn labels_match(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
+pub(crate) fn labels_match(
+    selector: &HashMap<String, String>,
+    labels: &HashMap<String, String>,
+) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
@@ -457,30 +466,42 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn container_stats(
         &self,
-        _: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        Err(unimplemented("ContainerStats"))
+        let id = request.into_inner().container_id;
+        stats::container_stats(&self.runtime, &self.stats, id)
+            .await
+            .map(Response::new)
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        Err(unimplemented("ListContainerStats"))
+        let filter = request.into_inner().filter.unwrap_or_default();
+        stats::list_container_stats(&self.runtime, &self.stats, filter)
+            .await
+            .map(Response::new)
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(unimplemented("PodSandboxStats"))
+        let id = request.into_inner().pod_sandbox_id;
+        stats::pod_sandbox_stats(&self.runtime, &self.stats, id)
+            .await
+            .map(Response::new)
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(unimplemented("ListPodSandboxStats"))
+        let filter = request.into_inner().filter.unwrap_or_default();
+        stats::list_pod_sandbox_stats(&self.runtime, &self.stats, filter)
+            .await
+            .map(Response::new)
     }
 
     async fn update_runtime_config(
