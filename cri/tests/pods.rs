@@ -5,117 +5,16 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use support::daemon::{Daemon, DaemonOptions, cgroups_left, mounts_under};
+use support::pod::{
+    busybox, container_config, exec, pull, run_sandbox, sandbox_config, start, text,
+};
 use tonic::Code;
 use tonic::transport::Channel;
-
-/// A registry with busybox pushed, on the loopback of the daemon's network namespace.
-fn busybox(daemon: &Daemon) -> (support::Registry, String) {
-    let layouts = support::layouts();
-    let registry = support::Registry::start_in(Some(&daemon.netns.path()), None).expect("registry");
-    registry.push(&layouts, "busybox", "busybox:1");
-    let image = format!("{}/busybox:1", registry.address);
-    (registry, image)
-}
-
-async fn pull(daemon: &Daemon, image: &str) -> String {
-    daemon
-        .images()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(spec(image)),
-            ..Default::default()
-        })
-        .await
-        .expect("pull")
-        .into_inner()
-        .image_ref
-}
-
-fn spec(image: &str) -> cri::ImageSpec {
-    cri::ImageSpec {
-        image: image.to_string(),
-        ..Default::default()
-    }
-}
-
-fn sandbox_config(daemon: &Daemon, name: &str) -> cri::PodSandboxConfig {
-    cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: daemon.logs().join(name).display().to_string(),
-        dns_config: Some(cri::DnsConfig {
-            servers: vec!["10.96.0.10".into()],
-            searches: vec!["default.svc.cluster.local".into()],
-            options: vec!["ndots:5".into()],
-        }),
-        labels: HashMap::from([("app".to_string(), name.to_string())]),
-        ..Default::default()
-    }
-}
-
-fn container_config(name: &str, image: &str, command: &[&str]) -> cri::ContainerConfig {
-    cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(spec(image)),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}/0.log"),
-        ..Default::default()
-    }
-}
-
-async fn run_sandbox(
-    client: &mut RuntimeServiceClient<Channel>,
-    config: cri::PodSandboxConfig,
-) -> String {
-    client
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("run sandbox")
-        .into_inner()
-        .pod_sandbox_id
-}
-
-async fn start(
-    client: &mut RuntimeServiceClient<Channel>,
-    sandbox: &str,
-    sandbox_config: &cri::PodSandboxConfig,
-    config: cri::ContainerConfig,
-) -> String {
-    let id = client
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: sandbox.into(),
-            config: Some(config),
-            sandbox_config: Some(sandbox_config.clone()),
-        })
-        .await
-        .expect("create container")
-        .into_inner()
-        .container_id;
-    client
-        .start_container(cri::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .expect("start container");
-    id
-}
 
 async fn status(client: &mut RuntimeServiceClient<Channel>, id: &str) -> cri::ContainerStatus {
     client
@@ -148,26 +47,6 @@ async fn wait_exited(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn exec(
-    client: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-    cmd: &[&str],
-) -> cri::ExecSyncResponse {
-    client
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout: 10,
-        })
-        .await
-        .expect("exec")
-        .into_inner()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).trim().to_string()
 }
 
 async fn wait_for_log(path: &std::path::Path, needle: &str) -> String {

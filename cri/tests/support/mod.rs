@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod pod;
 
 use std::future::Future;
 use std::net::TcpStream;
