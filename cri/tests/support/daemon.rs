@@ -172,6 +172,20 @@ impl Daemon {
         }
     }
 
+    /// The daemon process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its containers' monitors: `cri monitor` processes with configs under its state.
+    pub fn monitor_pids(&self) -> Vec<u32> {
+        let state = self.state().display().to_string();
+        super::processes_matching(|cmdline| {
+            cmdline.get(1).is_some_and(|a| a.starts_with("monitor"))
+                && cmdline.get(2).is_some_and(|a| a.starts_with(&state))
+        })
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()

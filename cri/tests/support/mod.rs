@@ -1,8 +1,9 @@
-//! Shared by the integration tests: the test images (`hack/images`), a real docker-registry
-//! on a free loopback port, a deadline for async tests, a gRPC channel over a unix socket, and
-//! the `cri serve` daemon harness.
+//! Shared by the integration tests and the benchmark: the test images (`hack/images`), a real
+//! docker-registry on a free loopback port, a deadline for async tests, a gRPC channel over a
+//! unix socket, process lookups, the `cri serve` daemon harness and a containerd harness.
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod daemon;
 pub mod pod;
 
@@ -185,4 +186,38 @@ pub async fn unix_channel(path: &Path) -> tonic::transport::Channel {
         }))
         .await
         .expect("connect to the CRI socket")
+}
+
+/// Pids of the processes whose command line (split at NULs) satisfies `matches`.
+pub fn processes_matching(matches: impl Fn(&[String]) -> bool) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            matches(&args)
+        })
+        .collect()
+}
+
+/// A process's resident set size in KiB (VmRSS), if it still runs.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

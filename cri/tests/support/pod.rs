@@ -40,6 +40,12 @@ pub fn spec(image: &str) -> cri::ImageSpec {
 }
 
 pub fn sandbox_config(daemon: &Daemon, name: &str) -> cri::PodSandboxConfig {
+    sandbox_config_in(&daemon.logs(), name)
+}
+
+/// A pod named `name` in namespace default, labelled `app=<name>`, logging under
+/// `logs/<name>`.
+pub fn sandbox_config_in(logs: &std::path::Path, name: &str) -> cri::PodSandboxConfig {
     cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
             name: name.into(),
@@ -48,7 +54,7 @@ pub fn sandbox_config(daemon: &Daemon, name: &str) -> cri::PodSandboxConfig {
             attempt: 0,
         }),
         hostname: name.into(),
-        log_directory: daemon.logs().join(name).display().to_string(),
+        log_directory: logs.join(name).display().to_string(),
         dns_config: Some(cri::DnsConfig {
             servers: vec!["10.96.0.10".into()],
             searches: vec!["default.svc.cluster.local".into()],
