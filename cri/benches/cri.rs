@@ -57,6 +57,12 @@ struct Results {
     parallel_wall: Duration,
     daemon_rss_kib: u64,
     helper_rss_kib: Vec<u64>,
+    /// Anonymous and file-backed parts of each helper's RSS.
+    helper_parts_kib: Vec<(u64, u64)>,
+    /// Each helper's proportional set size.
+    helper_pss_kib: Vec<u64>,
+    /// The daemon's proportional set size.
+    daemon_pss_kib: u64,
 }
 
 async fn pull(mut images: ImageServiceClient<Channel>, references: &[String]) {
@@ -180,16 +186,32 @@ async fn measure(target: &Target<'_>) -> Results {
     // Let start-up allocations settle before reading RSS.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let daemon_rss_kib = support::rss_kib(target.daemon_pid).expect("daemon RSS");
-    let helper_rss_kib: Vec<u64> = (target.helpers)()
-        .into_iter()
+    let helpers = (target.helpers)();
+    let helper_rss_kib: Vec<u64> = helpers
+        .iter()
+        .copied()
         .filter_map(support::rss_kib)
         .collect();
+    let helper_parts_kib: Vec<(u64, u64)> = helpers
+        .iter()
+        .filter_map(|pid| support::rss_parts_kib(*pid))
+        .map(|(anon, file, _)| (anon, file))
+        .collect();
+    let helper_pss_kib: Vec<u64> = helpers
+        .iter()
+        .copied()
+        .filter_map(support::pss_kib)
+        .collect();
+    let daemon_pss_kib = support::pss_kib(target.daemon_pid).expect("daemon PSS");
     remove_pods(&target.client, sandboxes).await;
     Results {
         sequential,
         parallel_wall,
         daemon_rss_kib,
         helper_rss_kib,
+        helper_parts_kib,
+        helper_pss_kib,
+        daemon_pss_kib,
     }
 }
 
@@ -270,17 +292,39 @@ fn print_table(ours: &Results, theirs: &Results) {
         );
     }
     let sum = |r: &Results| r.helper_rss_kib.iter().sum::<u64>();
+    let anon = |r: &Results| -> Vec<u64> { r.helper_parts_kib.iter().map(|p| p.0).collect() };
+    let file = |r: &Results| -> Vec<u64> { r.helper_parts_kib.iter().map(|p| p.1).collect() };
     let rows: Vec<(&str, u64, u64)> = vec![
         (
             "daemon RSS with the parallel pods",
             ours.daemon_rss_kib,
             theirs.daemon_rss_kib,
         ),
+        (
+            "daemon PSS with the parallel pods",
+            ours.daemon_pss_kib,
+            theirs.daemon_pss_kib,
+        ),
         ("monitors / shims: total RSS", sum(ours), sum(theirs)),
+        (
+            "monitors / shims: total PSS",
+            ours.helper_pss_kib.iter().sum(),
+            theirs.helper_pss_kib.iter().sum(),
+        ),
         (
             "  per process p50",
             percentile_u64(&ours.helper_rss_kib, 0.5),
             percentile_u64(&theirs.helper_rss_kib, 0.5),
+        ),
+        (
+            "  per process p50: anonymous",
+            percentile_u64(&anon(ours), 0.5),
+            percentile_u64(&anon(theirs), 0.5),
+        ),
+        (
+            "  per process p50: file-backed (shared)",
+            percentile_u64(&file(ours), 0.5),
+            percentile_u64(&file(theirs), 0.5),
         ),
         (
             "  per process max",
