@@ -743,8 +743,11 @@ impl Runtime {
                 )));
             }
         }
+        // Taken before: a container that exits at once may be recorded finished before
+        // `start` returns, and must not look finished before it started.
+        let started_at = now_nanos();
         self.oci.start(&record.id).await?;
-        record.started_at = Some(now_nanos());
+        record.started_at = Some(started_at);
         self.save_container(&record)?;
         info!(container = %record.id, "container started");
         Ok(())
