@@ -5,6 +5,7 @@
 //! OS sits behind narrow traits.
 
 pub mod container;
+pub mod disk;
 pub mod image;
 pub mod images;
 pub mod persist;
@@ -12,4 +13,5 @@ pub mod runtime;
 pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod stats;
 pub mod streaming;

@@ -209,10 +209,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.runtime
         )
     })?;
+    let this = std::env::current_exe().context("locate this binary for the monitor")?;
+    // The small monitor binary when installed beside this one; this binary's own `monitor`
+    // mode otherwise.
+    let small_monitor = this.with_file_name("cri-monitor");
     let runc = Runc {
         binary: runtime_binary,
         root: args.state.join("runc"),
-        monitor: std::env::current_exe().context("locate this binary for the monitor")?,
+        monitor: if small_monitor.is_file() {
+            small_monitor
+        } else {
+            this
+        },
     };
     let table = format!("cri-lite-{}", args.bridge);
     let options = RuntimeOptions {

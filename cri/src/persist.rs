@@ -1,5 +1,6 @@
 //! Small on-disk records: JSON written atomically (temporary file, fsync, rename, fsync of the
 //! directory), so a crash leaves either the old record or the new one, never half of one.
+//! Volatile files skip the two fsyncs but keep the rename.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -16,6 +17,25 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> io::Result<()> {
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic(path, bytes, true)
+}
+
+/// Writes `value` as JSON to `path` atomically but without waiting for the disk: for volatile
+/// state (bundles, a pod's files, records of steps in progress) that a power loss makes moot
+/// anyway, since the kernel objects they describe go with it. A crash of the daemon alone
+/// loses nothing: the page cache keeps the new file.
+pub fn write_json_volatile(path: &Path, value: &impl Serialize) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_atomic(path, &bytes, false)
+}
+
+/// Writes `bytes` to `path` atomically without waiting for the disk (see
+/// [`write_json_volatile`]).
+pub fn write_bytes_volatile(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic(path, bytes, false)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other(format!("{} has no parent directory", path.display())))?;
@@ -28,10 +48,15 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> io::Result<()> {
     {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if sync {
+            file.sync_all()?;
+        }
     }
     fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
+    if sync {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Reads a JSON record; `Ok(None)` when the file does not exist.

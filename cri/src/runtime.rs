@@ -103,6 +103,8 @@ pub struct Runtime {
     oci: Arc<dyn OciRuntime>,
     images: Arc<dyn ImageSource>,
     firewall: Arc<dyn Firewall>,
+    /// The ruleset last applied, so a pod that changes no rule (no hostPort) costs no `nft`.
+    applied_rules: Mutex<Option<String>>,
     pod_cidr: RwLock<Option<Ipv4Cidr>>,
     sandboxes: Mutex<BTreeMap<String, SandboxRecord>>,
     containers: Mutex<BTreeMap<String, ContainerRecord>>,
@@ -176,6 +178,7 @@ impl Runtime {
             oci,
             images,
             firewall,
+            applied_rules: Mutex::new(None),
             pod_cidr: RwLock::new(pod_cidr),
             sandboxes: Mutex::new(sandboxes),
             containers: Mutex::new(containers),
@@ -257,15 +260,48 @@ impl Runtime {
         self.opts.root.join("containers").join(id)
     }
 
+    /// A container's writable layer (the overlay upper directory).
+    pub fn writable_layer_dir(&self, id: &str) -> PathBuf {
+        self.container_root_dir(id).join("upper")
+    }
+
     fn save_sandbox(&self, record: &SandboxRecord) -> Result<(), RuntimeError> {
-        persist::write_json(&self.sandbox_record_path(&record.id), record)
-            .map_err(host("record the sandbox"))?;
+        self.write_sandbox(record, persist::write_json)
+    }
+
+    /// Records a step of a sandbox's setup (namespaces pinned, address taken) without waiting
+    /// for the disk: those steps do not survive a power loss either, and the durable record
+    /// written before them is enough for the next start to clean up.
+    fn save_sandbox_step(&self, record: &SandboxRecord) -> Result<(), RuntimeError> {
+        self.write_sandbox(record, persist::write_json_volatile)
+    }
+
+    fn write_sandbox(
+        &self,
+        record: &SandboxRecord,
+        write: fn(&Path, &SandboxRecord) -> std::io::Result<()>,
+    ) -> Result<(), RuntimeError> {
+        write(&self.sandbox_record_path(&record.id), record).map_err(host("record the sandbox"))?;
         lock(&self.sandboxes).insert(record.id.clone(), record.clone());
         Ok(())
     }
 
+    /// Records a container being set up without waiting for the disk: a power loss takes the
+    /// mounts and processes of the set-up with it.
+    fn save_container_step(&self, record: &ContainerRecord) -> Result<(), RuntimeError> {
+        self.write_container(record, persist::write_json_volatile)
+    }
+
     fn save_container(&self, record: &ContainerRecord) -> Result<(), RuntimeError> {
-        persist::write_json(
+        self.write_container(record, persist::write_json)
+    }
+
+    fn write_container(
+        &self,
+        record: &ContainerRecord,
+        write: fn(&Path, &ContainerRecord) -> std::io::Result<()>,
+    ) -> Result<(), RuntimeError> {
+        write(
             &self.container_root_dir(&record.id).join("record.json"),
             record,
         )
@@ -374,7 +410,7 @@ impl Runtime {
                 NamespaceKind::Ipc => record.ipcns = Some(path),
             }
         }
-        self.save_sandbox(record)?;
+        self.save_sandbox_step(record)?;
         if let Some(netns) = record.netns.clone() {
             let subnet = self.pod_cidr().ok_or_else(|| {
                 RuntimeError::Precondition(
@@ -394,25 +430,25 @@ impl Runtime {
                 other => RuntimeError::Host(other.to_string()),
             })?;
             record.ip = Some(ip);
-            self.save_sandbox(record)?;
+            self.save_sandbox_step(record)?;
             network::attach(&self.opts.bridge, &record.id, &netns, ip, subnet)
                 .await
                 .map_err(host("connect the pod to the node network"))?;
             record.host_ports = host_ports(&record.config, ip);
-            self.save_sandbox(record)?;
+            self.save_sandbox_step(record)?;
             self.apply_rules_locked(subnet, Some(record))?;
         }
         let hostname = record.hostname();
         let node_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let files = self.sandbox_files(&record.id);
-        persist::write_bytes(&files.hosts, render_hosts(record.ip, &hostname).as_bytes())
+        persist::write_bytes_volatile(&files.hosts, render_hosts(record.ip, &hostname).as_bytes())
             .map_err(host("write hosts"))?;
-        persist::write_bytes(
+        persist::write_bytes_volatile(
             &files.resolv_conf,
             render_resolv_conf(record.config.dns_config.as_ref(), &node_resolv).as_bytes(),
         )
         .map_err(host("write resolv.conf"))?;
-        persist::write_bytes(&files.hostname, format!("{hostname}\n").as_bytes())
+        persist::write_bytes_volatile(&files.hostname, format!("{hostname}\n").as_bytes())
             .map_err(host("write hostname"))?;
         Ok(())
     }
@@ -447,9 +483,16 @@ impl Runtime {
             bridge: &self.opts.bridge,
             host_ports: &ports,
         });
+        // Callers hold the network lock, so nothing applies rules between the check and the
+        // update.
+        if lock(&self.applied_rules).as_deref() == Some(rules.as_str()) {
+            return Ok(());
+        }
         self.firewall
             .apply(&rules)
-            .map_err(host("apply node rules"))
+            .map_err(host("apply node rules"))?;
+        *lock(&self.applied_rules) = Some(rules);
+        Ok(())
     }
 
     async fn tear_down_sandbox(&self, record: &SandboxRecord) -> Result<(), RuntimeError> {
@@ -588,7 +631,9 @@ impl Runtime {
             monitor_pid: None,
             cgroups_path: format!("{}/{}", sandbox.cgroup_parent, id),
         };
-        self.save_container(&record)?;
+        // Set-up steps are recorded without waiting for the disk (as for sandboxes); the
+        // created container's record below is durable.
+        self.save_container_step(&record)?;
         match self.set_up_container(&sandbox, &record, &image).await {
             Ok(created) => {
                 let mut record = record;
@@ -615,17 +660,19 @@ impl Runtime {
         let state_dir = self.container_state_dir(&record.id);
         let root_dir = self.container_root_dir(&record.id);
         let rootfs = state_dir.join("rootfs");
+        let started = Instant::now();
         let layers = self
             .images
             .lease(&record.id, &image.id)
             .map_err(RuntimeError::Host)?;
         mount_rootfs(
             &layers,
-            &root_dir.join("upper"),
+            &self.writable_layer_dir(&record.id),
             &root_dir.join("work"),
             &rootfs,
         )
         .map_err(host("mount the root filesystem"))?;
+        let mounted = started.elapsed();
         let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).ok();
         let spec = spec::build(&SpecInput {
             config: &record.config,
@@ -642,7 +689,7 @@ impl Runtime {
         if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd().clone()) {
             let _ = std::fs::create_dir_all(rootfs.join(cwd.strip_prefix("/").unwrap_or(&cwd)));
         }
-        persist::write_json(&state_dir.join("config.json"), &spec)
+        persist::write_json_volatile(&state_dir.join("config.json"), &spec)
             .map_err(host("write the OCI spec"))?;
         let memory_cgroup = Some(
             PathBuf::from("/sys/fs/cgroup/memory")
@@ -658,8 +705,18 @@ impl Runtime {
         monitor.stdin_once = record.config.stdin_once;
         monitor.tty = record.config.tty;
         let monitor_path = state_dir.join("monitor.json");
-        persist::write_json(&monitor_path, &monitor).map_err(host("write the monitor config"))?;
-        Ok(self.oci.create(&monitor_path).await?)
+        persist::write_json_volatile(&monitor_path, &monitor)
+            .map_err(host("write the monitor config"))?;
+        let prepared = started.elapsed();
+        let created = self.oci.create(&monitor_path).await?;
+        tracing::debug!(
+            container = %record.id,
+            mounted_ms = mounted.as_secs_f64() * 1000.0,
+            prepared_ms = prepared.as_secs_f64() * 1000.0,
+            created_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "container set up"
+        );
+        Ok(created)
     }
 
     async fn discard_container(&self, record: &ContainerRecord) {

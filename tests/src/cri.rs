@@ -199,6 +199,20 @@ impl Daemon {
         }
     }
 
+    /// The daemon process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its containers' monitors: `cri monitor` processes with configs under its state.
+    pub fn monitor_pids(&self) -> Vec<u32> {
+        let state = self.state().display().to_string();
+        processes_matching(|cmdline| {
+            cmdline.get(1).is_some_and(|a| a.starts_with("monitor"))
+                && cmdline.get(2).is_some_and(|a| a.starts_with(&state))
+        })
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
@@ -491,4 +505,66 @@ pub async fn unix_channel(path: &Path) -> tonic::transport::Channel {
         }))
         .await
         .expect("connect to the CRI socket")
+}
+
+/// Pids of the processes whose command line (split at NULs) satisfies `matches`.
+pub fn processes_matching(matches: impl Fn(&[String]) -> bool) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            matches(&args)
+        })
+        .collect()
+}
+
+/// A process's resident set size in KiB (VmRSS), if it still runs.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A process's resident memory split as /proc/<pid>/status does, in KiB: (anonymous, file
+/// backed, shared memory).
+pub fn rss_parts_kib(pid: u32) -> Option<(u64, u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((field("RssAnon:")?, field("RssFile:")?, field("RssShmem:")?))
+}
+
+/// A process's proportional set size in KiB (shared pages divided among their users).
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -260,6 +260,10 @@ spec:
         runtime.0.is_empty() && runtime.1.is_empty(),
         "left in the runtime: {runtime:?}"
     );
+    for qos in ["burstable", "besteffort"] {
+        let left = e2e::cri::cgroups_left(&format!("{}/kubepods/{qos}", node.cri.cgroup_root));
+        assert!(left.is_empty(), "pod cgroups left behind: {left:?}");
+    }
 }
 
 #[test]

@@ -384,11 +384,7 @@ impl Worker {
                 "{namespace}_{}_{uid}",
                 pod.metadata.name.as_deref().unwrap_or_default()
             )),
-            cgroup_parent: format!(
-                "{}/{}/pod{uid}",
-                self.shared.cgroup_root,
-                qos_dir(config::qos_class(pod))
-            ),
+            cgroup_parent: pod_cgroup(&self.shared.cgroup_root, pod),
             ..Default::default()
         };
         if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
@@ -997,6 +993,11 @@ impl Worker {
             }
         }
         volumes::remove(&self.shared.root_dir, &self.uid);
+        // The pod-level cgroup is the agent's, as kubelet's pod container manager owns it: the
+        // runtime creates the containers' cgroups below it but leaves the parent.
+        if let Some(p) = &known {
+            remove_cgroup(&pod_cgroup(&self.shared.cgroup_root, p));
+        }
         if let Some(pod) = pod {
             let api: Api<Pod> = Api::namespaced(
                 self.shared.client.clone(),
@@ -1023,6 +1024,38 @@ impl Worker {
             }
         }
         true
+    }
+}
+
+/// The pod's cgroup: `<root>/<qos>/pod<uid>` (Guaranteed pods directly under the root).
+fn pod_cgroup(root: &str, pod: &Pod) -> String {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let qos = qos_dir(config::qos_class(pod));
+    if qos.is_empty() {
+        format!("{root}/pod{uid}")
+    } else {
+        format!("{root}/{qos}/pod{uid}")
+    }
+}
+
+/// Removes a cgroup directory (and empty children) in every v1 hierarchy; what still holds
+/// processes stays.
+fn remove_cgroup(path: &str) {
+    fn remove_tree(dir: &std::path::Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_tree(&entry.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        remove_tree(&h.path().join(path.trim_start_matches('/')));
     }
 }
 

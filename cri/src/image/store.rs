@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -344,31 +343,16 @@ impl ImageStore {
     /// Bytes and inodes under the store root and the mount point holding it. Walks the tree,
     /// counting each inode once (layers share files through hard links).
     pub fn fs_info(&self) -> Result<FsUsage, ImageError> {
-        let mut seen = HashSet::new();
-        let mut used_bytes = 0;
-        let mut stack = vec![self.root.clone()];
-        while let Some(dir) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                // Removed under us by a concurrent garbage collection.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(ImageError::io("read", &dir)(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(ImageError::io("read", &dir))?;
-                let Ok(meta) = entry.metadata() else { continue };
-                if seen.insert((meta.dev(), meta.ino())) {
-                    used_bytes += meta.blocks() * 512;
-                }
-                if meta.is_dir() {
-                    stack.push(entry.path());
-                }
-            }
-        }
+        let disk = |e: crate::disk::DiskError| ImageError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        };
+        let usage = crate::disk::tree_usage(&self.root).map_err(disk)?;
         Ok(FsUsage {
-            mountpoint: mountpoint_of(&self.root)?,
-            used_bytes,
-            inodes_used: seen.len() as u64,
+            mountpoint: crate::disk::mountpoint_of(&self.root).map_err(disk)?,
+            used_bytes: usage.bytes,
+            inodes_used: usage.inodes,
         })
     }
 
@@ -809,23 +793,6 @@ fn sync_dir(dir: &Path) -> Result<(), ImageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(ImageError::io("sync", dir))
-}
-
-/// The mount point of the file system holding `path`: the longest mount point in
-/// /proc/self/mountinfo that prefixes its canonical form.
-fn mountpoint_of(path: &Path) -> Result<PathBuf, ImageError> {
-    let path = path
-        .canonicalize()
-        .map_err(ImageError::io("resolve", path))?;
-    let mountinfo = Path::new("/proc/self/mountinfo");
-    let text = fs::read_to_string(mountinfo).map_err(ImageError::io("read", mountinfo))?;
-    let best = text
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(field.replace("\\040", " ")))
-        .filter(|mount| path.starts_with(mount))
-        .max_by_key(|mount| mount.as_os_str().len());
-    Ok(best.unwrap_or_else(|| PathBuf::from("/")))
 }
 
 #[cfg(test)]

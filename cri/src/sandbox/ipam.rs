@@ -180,12 +180,12 @@ impl Ipam {
                         let _ = fs::remove_file(&path);
                         return Err(IpamError::Io { path, source });
                     }
-                    crate::persist::write_bytes(&last_path, ip.to_string().as_bytes()).map_err(
-                        |source| IpamError::Io {
+                    // Only a hint where to scan next: no need to wait for the disk.
+                    crate::persist::write_bytes_volatile(&last_path, ip.to_string().as_bytes())
+                        .map_err(|source| IpamError::Io {
                             path: last_path.clone(),
                             source,
-                        },
-                    )?;
+                        })?;
                     return Ok(ip);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

@@ -11,12 +11,15 @@ use tonic::{Request, Response, Status};
 
 use crate::runtime::{ContainerState, Runtime, RuntimeError};
 use crate::sandbox::SandboxRecord;
+use crate::service::stats;
+use crate::stats::StatsCollector;
 use crate::streaming::{self, StreamingError, server::StreamingServer, validate_stdio};
 
 /// The RuntimeService over a [`Runtime`].
 #[derive(Debug, Clone)]
 pub struct RuntimeServiceImpl {
     runtime: Arc<Runtime>,
+    stats: Arc<StatsCollector>,
     streaming: Option<Arc<StreamingServer>>,
 }
 
@@ -25,6 +28,7 @@ impl RuntimeServiceImpl {
     pub fn new(runtime: Arc<Runtime>) -> Self {
         RuntimeServiceImpl {
             runtime,
+            stats: Arc::new(StatsCollector::host()),
             streaming: None,
         }
     }
@@ -72,7 +76,10 @@ fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not supported by {RUNTIME_NAME} yet"))
 }
 
-fn labels_match(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
+pub(crate) fn labels_match(
+    selector: &HashMap<String, String>,
+    labels: &HashMap<String, String>,
+) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
@@ -516,30 +523,42 @@ impl RuntimeService for RuntimeServiceImpl {
 
     async fn container_stats(
         &self,
-        _: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        Err(unimplemented("ContainerStats"))
+        let id = request.into_inner().container_id;
+        stats::container_stats(&self.runtime, &self.stats, id)
+            .await
+            .map(Response::new)
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        Err(unimplemented("ListContainerStats"))
+        let filter = request.into_inner().filter.unwrap_or_default();
+        stats::list_container_stats(&self.runtime, &self.stats, filter)
+            .await
+            .map(Response::new)
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        Err(unimplemented("PodSandboxStats"))
+        let id = request.into_inner().pod_sandbox_id;
+        stats::pod_sandbox_stats(&self.runtime, &self.stats, id)
+            .await
+            .map(Response::new)
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        Err(unimplemented("ListPodSandboxStats"))
+        let filter = request.into_inner().filter.unwrap_or_default();
+        stats::list_pod_sandbox_stats(&self.runtime, &self.stats, filter)
+            .await
+            .map(Response::new)
     }
 
     async fn update_runtime_config(

@@ -3,13 +3,17 @@
 //! a deadline for async tests.
 #![allow(dead_code, unused_imports)]
 
+pub mod containerd;
 pub mod pod;
 pub mod streaming;
 
 use std::future::Future;
 use std::time::Duration;
 
-pub use e2e::cri::{Registry, command_in, layouts, unix_channel};
+pub use e2e::cri::{
+    Registry, command_in, layouts, processes_matching, pss_kib, rss_kib, rss_parts_kib,
+    unix_channel,
+};
 pub use e2e::free_port;
 
 /// The daemon harness, started with this crate's `cri` binary.
