@@ -117,14 +117,7 @@ fn url_host(url: &str) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    daemon::init_logging();
     let args = Args::parse();
     let config = match &args.kubeconfig {
         Some(path) => {
@@ -214,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
     let pods_task = tokio::spawn(pod::run(shared, shutdown_rx));
-    shutdown_signal().await;
+    daemon::shutdown_signal().await;
     info!("shutting down; pods keep running");
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
@@ -223,19 +216,4 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

@@ -176,14 +176,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            daemon::init_logging();
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -260,7 +253,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("serve streaming on {}", args.streaming_address))?;
     tracing::info!(address = %streaming.address(), "serving streaming");
-    tokio::spawn(streaming.clone().serve(cri::server::shutdown_signal()));
+    tokio::spawn(streaming.clone().serve(daemon::shutdown_signal()));
     let listener = cri::server::bind(&args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen.display()))?;
@@ -272,7 +265,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .add_service(CriImages::new(store).into_server())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
-            cri::server::shutdown_signal(),
+            daemon::shutdown_signal(),
         )
         .await
         .context("serve CRI")?;

@@ -1,5 +1,5 @@
 //! Serving gRPC on a unix socket: the listener (a stale socket from a crashed run is replaced;
-//! a live one is refused) and the shutdown signal (SIGTERM or SIGINT).
+//! a live one is refused).
 
 use std::io;
 use std::path::Path;
@@ -21,20 +21,4 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
         std::fs::remove_file(path)?;
     }
     UnixListener::bind(path)
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

@@ -523,11 +523,7 @@ impl Worker {
             match config::container_config(pod, ctx, &spec, start.attempt, start.restart_count) {
                 Ok(c) => c,
                 Err(e) => {
-                    self.event(pod, EventType::Warning, "Failed", format!("Error: {}", e.0));
-                    self.waiting.insert(
-                        start.name.clone(),
-                        ("CreateContainerConfigError".into(), e.0),
-                    );
+                    self.container_failed(pod, &start.name, "CreateContainerConfigError", e.0);
                     return false;
                 }
             };
@@ -538,16 +534,7 @@ impl Worker {
         {
             Ok(id) => id,
             Err(e) => {
-                self.event(
-                    pod,
-                    EventType::Warning,
-                    "Failed",
-                    format!("Error: {}", e.message()),
-                );
-                self.waiting.insert(
-                    start.name.clone(),
-                    ("CreateContainerError".into(), e.message()),
-                );
+                self.container_failed(pod, &start.name, "CreateContainerError", e.message());
                 return false;
             }
         };
@@ -558,16 +545,7 @@ impl Worker {
             format!("Created container {}", start.name),
         );
         if let Err(e) = rt.start_container(&id).await {
-            self.event(
-                pod,
-                EventType::Warning,
-                "Failed",
-                format!("Error: {}", e.message()),
-            );
-            self.waiting.insert(
-                start.name.clone(),
-                ("RunContainerError".into(), e.message()),
-            );
+            self.container_failed(pod, &start.name, "RunContainerError", e.message());
             return true;
         }
         self.event(
@@ -611,6 +589,19 @@ impl Worker {
         }
         info!(pod = %pod_key(pod), container = %start.name, id = %id, kind = ?start.kind, "container started");
         true
+    }
+
+    /// Records a failed step of starting a container: a `Failed` event and the waiting reason
+    /// the status reports.
+    fn container_failed(&mut self, pod: &Pod, name: &str, reason: &str, message: String) {
+        self.event(
+            pod,
+            EventType::Warning,
+            "Failed",
+            format!("Error: {message}"),
+        );
+        self.waiting
+            .insert(name.to_string(), (reason.into(), message));
     }
 
     /// Makes sure the image is present as the pull policy asks; records ErrImagePull /
