@@ -72,7 +72,7 @@ struct Args {
     /// Run the scheduler in this process (as a client of this server).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     scheduler: bool,
-    /// Run the controllers (ReplicaSet for now) in this process.
+    /// Run the controllers in this process.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     controllers: bool,
     /// Run only the scheduler, against the API server of `--kubeconfig` (any Kubernetes API
@@ -135,9 +135,10 @@ async fn run_clients_only(
         )));
     }
     if controllers {
-        tasks.push(tokio::spawn(controllers::run_replicasets(
+        tasks.push(tokio::spawn(controllers::run(
             client,
             shutdown_rx,
+            controllers::Which::ALL,
         )));
     }
     tokio::select! {
@@ -306,7 +307,11 @@ async fn run() -> anyhow::Result<()> {
             ));
         }
         if args.controllers {
-            tokio::spawn(controllers::run_replicasets(client, shutdown_rx.clone()));
+            tokio::spawn(controllers::run(
+                client,
+                shutdown_rx.clone(),
+                controllers::Which::ALL,
+            ));
         }
     }
     tokio::select! {

@@ -1,7 +1,6 @@
-//! Controllers: ordinary API clients built on kube-runtime's `Controller`, running inside
-//! apiserver-lite by default and against any API server alone. For now the ReplicaSet
-//! controller: it keeps `spec.replicas` pods of the template alive, adopts matching orphans,
-//! and reports replicas, fully labeled, ready and available counts in status.
+//! The ReplicaSet controller (kube-runtime `Controller` owning pods): keeps `spec.replicas`
+//! pods of the template alive, adopts matching orphans, deletes surplus pods in upstream's
+//! order, and reports replicas, fully labeled, ready and available counts in status.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,60 +10,16 @@ use apimachinery::selector::LabelSelector;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
 
-/// Why a reconcile failed (retried with backoff).
-#[derive(Debug, thiserror::Error)]
-pub enum ControllerError {
-    /// An API call failed.
-    #[error("{action} for {object}: {source}")]
-    Api {
-        /// What the controller was doing.
-        action: &'static str,
-        /// namespace/name of the object reconciled.
-        object: String,
-        /// The client error.
-        #[source]
-        source: kube::Error,
-    },
-    /// The object cannot be reconciled as it is.
-    #[error("{object}: {why}")]
-    Invalid {
-        /// namespace/name.
-        object: String,
-        /// What is wrong.
-        why: String,
-    },
-}
-
-struct Context {
-    client: kube::Client,
-}
-
-fn is_active(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none() && !apimachinery::scheduling::is_terminal(pod)
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn controller_uid(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-        .map(|o| o.uid.as_str())
-}
+use super::{
+    Context, ControllerError, api_err, controller_reference, controller_uid, is_active,
+    is_not_found, is_ready, object_key, shutdown_signal,
+};
 
 /// Which surplus pods go first: unscheduled, then pending, then not ready, then the newest,
 /// as upstream ranks them.
@@ -88,17 +43,6 @@ fn deletion_rank(pod: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<String>>) {
     )
 }
 
-fn owner_reference(rs: &ReplicaSet) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "ReplicaSet".into(),
-        name: rs.name_any(),
-        uid: rs.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 fn new_pod(rs: &ReplicaSet) -> Result<Pod, ControllerError> {
     let object = format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any());
     let template = rs
@@ -117,7 +61,7 @@ fn new_pod(rs: &ReplicaSet) -> Result<Pod, ControllerError> {
             labels: meta.labels,
             annotations: meta.annotations,
             finalizers: meta.finalizers,
-            owner_references: Some(vec![owner_reference(rs)]),
+            owner_references: Some(vec![controller_reference(rs)]),
             ..Default::default()
         },
         spec: template.spec,
@@ -127,18 +71,11 @@ fn new_pod(rs: &ReplicaSet) -> Result<Pod, ControllerError> {
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
     let ns = rs.namespace().unwrap_or_default();
-    let object = format!("{ns}/{}", rs.name_any());
+    let object = object_key(rs.as_ref());
     if rs.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let api_err = |action: &'static str| {
-        let object = object.clone();
-        move |source| ControllerError::Api {
-            action,
-            object,
-            source,
-        }
-    };
+    let api_err = |action: &'static str| api_err(&object, action);
     let spec = rs.spec.clone().unwrap_or_default();
     let selector =
         LabelSelector::from_api(&spec.selector).map_err(|e| ControllerError::Invalid {
@@ -159,13 +96,13 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
         .map_err(api_err("listing pods"))?;
     let mut owned = Vec::new();
     for pod in listed.items {
-        match controller_uid(&pod) {
+        match controller_uid(&pod.metadata) {
             Some(owner) if owner == uid => owned.push(pod),
             Some(_) => {}
             // An orphan that matches: adopt it, as upstream does.
             None if is_active(&pod) => {
                 let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-                refs.push(owner_reference(&rs));
+                refs.push(controller_reference(rs.as_ref()));
                 let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
                 pods.patch(
                     &pod.name_any(),
@@ -196,7 +133,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
         for pod in surplus {
             match pods.delete(&pod.name_any(), &DeleteParams::default()).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(api_err("deleting a pod")(e)),
             }
         }
@@ -240,18 +177,13 @@ fn error_policy(_rs: Arc<ReplicaSet>, error: &ControllerError, _ctx: Arc<Context
 }
 
 /// Runs the ReplicaSet controller until `shutdown` turns true.
-pub async fn run_replicasets(
-    client: kube::Client,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn run(client: kube::Client, shutdown: tokio::sync::watch::Receiver<bool>) {
     let sets: Api<ReplicaSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let ctx = Arc::new(Context { client });
     Controller::new(sets, watcher::Config::default())
         .owns(pods, watcher::Config::default())
-        .graceful_shutdown_on(async move {
-            let _ = shutdown.changed().await;
-        })
+        .graceful_shutdown_on(shutdown_signal(shutdown))
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
