@@ -3,7 +3,9 @@
 //! holds what they share: the error type, pod helpers, owner references, and [`run`], which
 //! starts the controllers asked for.
 
+pub mod deployment;
 pub mod replicaset;
+pub mod rollout;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -70,12 +72,41 @@ pub(crate) fn is_active(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none() && !apimachinery::scheduling::is_terminal(pod)
 }
 
-/// A pod whose Ready condition is True.
-pub(crate) fn is_ready(pod: &Pod) -> bool {
+fn ready_since(pod: &Pod) -> Option<Option<jiff::Timestamp>> {
     pod.status
         .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .and_then(|s| s.conditions.as_ref())?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+}
+
+/// A pod whose Ready condition is True.
+pub(crate) fn is_ready(pod: &Pod) -> bool {
+    ready_since(pod).is_some()
+}
+
+/// How long until a pod counts as available: `Some(ZERO)` when it is (ready for at least
+/// `min_ready_seconds`), `Some(left)` when it is ready but not for long enough yet, `None`
+/// when it is not ready (or ready since an unknown time while a minimum applies).
+pub(crate) fn available_in(
+    pod: &Pod,
+    min_ready_seconds: i32,
+    now: jiff::Timestamp,
+) -> Option<std::time::Duration> {
+    let since = ready_since(pod)?;
+    if min_ready_seconds <= 0 {
+        return Some(std::time::Duration::ZERO);
+    }
+    // Ready without a transition time never counts with a minimum, as upstream.
+    let since = since?;
+    let at = since + jiff::SignedDuration::from_secs(i64::from(min_ready_seconds));
+    let left = at.duration_since(now);
+    Some(if left.is_positive() {
+        left.unsigned_abs()
+    } else {
+        std::time::Duration::ZERO
+    })
 }
 
 /// The uid of an object's controller (the owner reference with `controller: true`).
@@ -102,16 +133,82 @@ where
     }
 }
 
+/// Sorts out which of `candidates` (objects of the owner's namespace) belong to `owner`, as
+/// upstream's controller ref manager does: objects it controls that still match `selector`
+/// are kept; those that no longer match are released (the owner reference removed); matching
+/// objects without a controller are adopted unless the owner or they are being deleted.
+/// Returns the owned objects.
+pub(crate) async fn claim<K>(
+    api: &kube::Api<K>,
+    owner: OwnerReference,
+    owner_deleting: bool,
+    selector: &apimachinery::selector::LabelSelector,
+    candidates: Vec<K>,
+    object: &str,
+) -> Result<Vec<K>, ControllerError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    use kube::api::{Patch, PatchParams};
+    let mut owned = Vec::new();
+    for candidate in candidates {
+        let meta = candidate.meta();
+        let matches = selector.matches_btree(&meta.labels.clone().unwrap_or_default());
+        let refs = meta.owner_references.clone().unwrap_or_default();
+        let patch = |refs: Vec<OwnerReference>| {
+            Patch::Merge(serde_json::json!({"metadata": {
+                "ownerReferences": refs,
+                "resourceVersion": meta.resource_version,
+            }}))
+        };
+        match controller_uid(meta) {
+            Some(uid) if uid == owner.uid => {
+                if matches {
+                    owned.push(candidate);
+                    continue;
+                }
+                let kept: Vec<OwnerReference> =
+                    refs.into_iter().filter(|r| r.uid != owner.uid).collect();
+                match api
+                    .patch(&candidate.name_any(), &PatchParams::default(), &patch(kept))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(api_err(object, "releasing a dependent")(e)),
+                }
+            }
+            Some(_) => {}
+            None if matches && !owner_deleting && meta.deletion_timestamp.is_none() => {
+                let mut refs = refs;
+                refs.push(owner.clone());
+                match api
+                    .patch(&candidate.name_any(), &PatchParams::default(), &patch(refs))
+                    .await
+                {
+                    Ok(adopted) => owned.push(adopted),
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(api_err(object, "adopting a dependent")(e)),
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(owned)
+}
+
 /// The controllers [`run`] can start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
     /// Keeps ReplicaSets' pods.
     ReplicaSet,
+    /// Rolls Deployments out through ReplicaSets.
+    Deployment,
 }
 
 impl Which {
     /// Every controller.
-    pub const ALL: &[Which] = &[Which::ReplicaSet];
+    pub const ALL: &[Which] = &[Which::ReplicaSet, Which::Deployment];
 }
 
 /// Runs the controllers in `which` until `shutdown` turns true.
@@ -125,6 +222,7 @@ pub async fn run(
         let (client, shutdown) = (client.clone(), shutdown.clone());
         tasks.push(match w {
             Which::ReplicaSet => tokio::spawn(replicaset::run(client, shutdown)),
+            Which::Deployment => tokio::spawn(deployment::run(client, shutdown)),
         });
     }
     for task in tasks {

@@ -1,6 +1,7 @@
 //! The ReplicaSet controller (kube-runtime `Controller` owning pods): keeps `spec.replicas`
-//! pods of the template alive, adopts matching orphans, deletes surplus pods in upstream's
-//! order, and reports replicas, fully labeled, ready and available counts in status.
+//! pods of the template alive, adopts matching orphans and releases pods that stopped
+//! matching, deletes surplus pods in upstream's order, and reports replicas, fully labeled,
+//! ready and available (ready for `minReadySeconds`) counts in status.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use super::{
-    Context, ControllerError, api_err, controller_reference, controller_uid, is_active,
+    Context, ControllerError, api_err, available_in, claim, controller_reference, is_active,
     is_not_found, is_ready, object_key, shutdown_signal,
 };
 
@@ -88,34 +89,21 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
             why: "an empty selector selects every pod".into(),
         });
     }
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    // Every active pod of the namespace: owned ones that stopped matching are released.
     let listed = pods
-        .list(&ListParams::default().labels(&selector.to_string()))
+        .list(&ListParams::default())
         .await
         .map_err(api_err("listing pods"))?;
-    let mut owned = Vec::new();
-    for pod in listed.items {
-        match controller_uid(&pod.metadata) {
-            Some(owner) if owner == uid => owned.push(pod),
-            Some(_) => {}
-            // An orphan that matches: adopt it, as upstream does.
-            None if is_active(&pod) => {
-                let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-                refs.push(controller_reference(rs.as_ref()));
-                let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
-                pods.patch(
-                    &pod.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(patch),
-                )
-                .await
-                .map_err(api_err("adopting a pod"))?;
-                owned.push(pod);
-            }
-            None => {}
-        }
-    }
+    let owned = claim(
+        &pods,
+        controller_reference(rs.as_ref()),
+        rs.metadata.deletion_timestamp.is_some(),
+        &selector,
+        listed.items.into_iter().filter(is_active).collect(),
+        &object,
+    )
+    .await?;
     let mut active: Vec<Pod> = owned.into_iter().filter(is_active).collect();
     let want = usize::try_from(spec.replicas.unwrap_or(1).max(0)).unwrap_or(0);
     if active.len() < want {
@@ -153,11 +141,23 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
         })
         .count();
     let ready = active.iter().filter(|p| is_ready(p)).count();
+    // Available: ready for at least minReadySeconds; look again when the next one will be.
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let now = jiff::Timestamp::now();
+    let mut available = 0;
+    let mut requeue = Duration::from_secs(300);
+    for pod in &active {
+        match available_in(pod, min_ready, now) {
+            Some(left) if left.is_zero() => available += 1,
+            Some(left) => requeue = requeue.min(left + Duration::from_millis(100)),
+            None => {}
+        }
+    }
     let status = json!({"status": {
         "replicas": active.len(),
         "fullyLabeledReplicas": fully_labeled,
         "readyReplicas": ready,
-        "availableReplicas": ready,
+        "availableReplicas": available,
         "observedGeneration": rs.metadata.generation,
     }});
     let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
@@ -168,7 +168,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
     )
     .await
     .map_err(api_err("updating status"))?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(requeue))
 }
 
 fn error_policy(_rs: Arc<ReplicaSet>, error: &ControllerError, _ctx: Arc<Context>) -> Action {
