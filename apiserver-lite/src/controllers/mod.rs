@@ -4,6 +4,7 @@
 //! starts the controllers asked for.
 
 pub mod deployment;
+pub mod gc;
 pub mod replicaset;
 pub mod rollout;
 
@@ -204,11 +205,17 @@ pub enum Which {
     ReplicaSet,
     /// Rolls Deployments out through ReplicaSets.
     Deployment,
+    /// Deletes dependents of deleted owners; foreground and orphan deletion.
+    GarbageCollector,
 }
 
 impl Which {
     /// Every controller.
-    pub const ALL: &[Which] = &[Which::ReplicaSet, Which::Deployment];
+    pub const ALL: &[Which] = &[
+        Which::ReplicaSet,
+        Which::Deployment,
+        Which::GarbageCollector,
+    ];
 }
 
 /// Runs the controllers in `which` until `shutdown` turns true.
@@ -223,6 +230,7 @@ pub async fn run(
         tasks.push(match w {
             Which::ReplicaSet => tokio::spawn(replicaset::run(client, shutdown)),
             Which::Deployment => tokio::spawn(deployment::run(client, shutdown)),
+            Which::GarbageCollector => tokio::spawn(gc::run(client, shutdown)),
         });
     }
     for task in tasks {
