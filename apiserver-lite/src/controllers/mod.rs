@@ -5,6 +5,7 @@
 
 pub mod deployment;
 pub mod gc;
+pub mod per_namespace;
 pub mod replicaset;
 pub mod rollout;
 
@@ -207,6 +208,10 @@ pub enum Which {
     Deployment,
     /// Deletes dependents of deleted owners; foreground and orphan deletion.
     GarbageCollector,
+    /// A `default` ServiceAccount in every namespace.
+    ServiceAccount,
+    /// The `kube-root-ca.crt` ConfigMap in every namespace.
+    RootCaPublisher,
 }
 
 impl Which {
@@ -215,15 +220,37 @@ impl Which {
         Which::ReplicaSet,
         Which::Deployment,
         Which::GarbageCollector,
+        Which::ServiceAccount,
+        Which::RootCaPublisher,
     ];
 }
 
-/// Runs the controllers in `which` until `shutdown` turns true.
+/// The CA certificates a client configuration trusts, as PEM (what `kube-root-ca.crt`
+/// publishes).
+pub fn ca_pem(config: &kube::Config) -> Option<String> {
+    use base64::Engine;
+    let certs = config.root_cert.as_ref().filter(|c| !c.is_empty())?;
+    let mut pem = String::new();
+    for der in certs {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    Some(pem)
+}
+
+/// Runs the controllers in `which`, as clients of the API server of `config` (whose CA is
+/// the one published in `kube-root-ca.crt`), until `shutdown` turns true.
 pub async fn run(
-    client: kube::Client,
+    config: kube::Config,
     shutdown: tokio::sync::watch::Receiver<bool>,
     which: &[Which],
-) {
+) -> Result<(), kube::Error> {
+    let client = kube::Client::try_from(config.clone())?;
     let mut tasks = Vec::new();
     for w in which {
         let (client, shutdown) = (client.clone(), shutdown.clone());
@@ -231,6 +258,18 @@ pub async fn run(
             Which::ReplicaSet => tokio::spawn(replicaset::run(client, shutdown)),
             Which::Deployment => tokio::spawn(deployment::run(client, shutdown)),
             Which::GarbageCollector => tokio::spawn(gc::run(client, shutdown)),
+            Which::ServiceAccount => {
+                tokio::spawn(per_namespace::run_service_accounts(client, shutdown))
+            }
+            Which::RootCaPublisher => match ca_pem(&config) {
+                Some(pem) => tokio::spawn(per_namespace::run_root_ca(client, pem, shutdown)),
+                None => {
+                    tracing::warn!(
+                        "no CA in the client configuration: kube-root-ca.crt is not published"
+                    );
+                    continue;
+                }
+            },
         });
     }
     for task in tasks {
@@ -238,6 +277,7 @@ pub async fn run(
             tracing::error!(error = %e, "a controller task ended abnormally");
         }
     }
+    Ok(())
 }
 
 /// A future that completes when `shutdown` turns true (or its sender is gone).
