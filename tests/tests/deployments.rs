@@ -203,6 +203,28 @@ fn a_rolling_update_stays_in_bounds_keeps_history_and_rolls_back_and_restarts() 
         hash
     );
     assert_eq!(first_rev, 1);
+    // Scaling events as upstream words them, shown by describe (and the pods' creation on
+    // the ReplicaSet).
+    wait_for("the scaling event", || {
+        server
+            .kubectl(&["describe", "deployment", "web"])
+            .ok()
+            .contains("ScalingReplicaSet")
+    });
+    let described = server.kubectl(&["describe", "deployment", "web"]);
+    assert!(
+        described
+            .ok()
+            .contains(&format!("Scaled up replica set {first_rs} from 0 to 3")),
+        "{}",
+        described.stdout
+    );
+    wait_for("the ReplicaSet's pod creation events", || {
+        server
+            .kubectl(&["describe", "rs", &first_rs])
+            .ok()
+            .contains("SuccessfulCreate")
+    });
     assert_eq!(
         get(
             &server,
@@ -396,8 +418,7 @@ fn a_paused_deployment_scales_but_does_not_roll_out_until_resumed() {
 
 #[test]
 fn a_rollout_whose_pods_never_get_ready_exceeds_its_progress_deadline() {
-    let spec = "  progressDeadlineSeconds: 4";
-    let (server, _kubelet) = start(&deployment(2, "busybox:1", spec), |p| {
+    let (server, _kubelet) = start(&deployment(2, "busybox:1", ""), |p| {
         !p.spec
             .as_ref()
             .and_then(|s| s.containers.first())
@@ -405,6 +426,17 @@ fn a_rollout_whose_pods_never_get_ready_exceeds_its_progress_deadline() {
             .is_some_and(|i| i.contains("never-ready"))
     });
     rollout_status(&server).ok();
+    // A short deadline only now, so a slow start of the first rollout cannot exceed it.
+    server
+        .kubectl(&[
+            "patch",
+            "deployment",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"progressDeadlineSeconds":3}}"#,
+        ])
+        .ok();
     server
         .kubectl(&["set", "image", "deployment/web", "web=never-ready:1"])
         .ok();
@@ -479,7 +511,7 @@ fn scaling_mid_rollout_spreads_replicas_in_proportion() {
 
 #[test]
 fn min_ready_seconds_delay_availability() {
-    let (server, _kubelet) = start(&deployment(2, "busybox:1", "  minReadySeconds: 3"), |_| {
+    let (server, _kubelet) = start(&deployment(2, "busybox:1", "  minReadySeconds: 5"), |_| {
         true
     });
     wait_for("two ready pods", || {
@@ -495,7 +527,7 @@ fn min_ready_seconds_delay_availability() {
         "not available before minReadySeconds"
     );
     let rs = replica_sets(&server)[0].0.clone();
-    assert_eq!(get(&server, &["rs", &rs], "{.spec.minReadySeconds}"), "3");
+    assert_eq!(get(&server, &["rs", &rs], "{.spec.minReadySeconds}"), "5");
     let out = rollout_status(&server);
     assert!(
         out.ok().contains("successfully rolled out"),

@@ -31,6 +31,7 @@ const POD_POLL: Duration = Duration::from_secs(1);
 
 /// One reconcile of one Deployment: the fresh object, its ReplicaSets and clients.
 struct Sync {
+    ctx: Arc<Context>,
     d: Deployment,
     object: String,
     sets: Api<ReplicaSet>,
@@ -174,7 +175,8 @@ impl Sync {
 
     /// Sets a ReplicaSet's size and its desired/max annotations; whether it changed size.
     async fn scale(&self, rs: &mut ReplicaSet, size: i32) -> Result<bool, ControllerError> {
-        let resized = rollout::rs_replicas(rs) != size;
+        let from = rollout::rs_replicas(rs);
+        let resized = from != size;
         let annotated = rollout::set_replicas_annotations(
             rs,
             self.replicas(),
@@ -184,7 +186,15 @@ impl Sync {
             rs.spec.get_or_insert_with(Default::default).replicas = Some(size);
             *rs = self.update_rs(rs).await?;
             if resized {
-                tracing::info!(deployment = %self.object, replicaset = %rs.name_any(), size, "scaled replica set");
+                let way = if size > from { "up" } else { "down" };
+                let note = format!(
+                    "Scaled {way} replica set {} from {from} to {size}",
+                    rs.name_any()
+                );
+                tracing::info!(deployment = %self.object, "{note}");
+                self.ctx
+                    .event(&self.d, "ScalingReplicaSet", "Scaling", note)
+                    .await;
             }
         }
         Ok(resized)
@@ -356,7 +366,13 @@ impl Sync {
             }
             Err(e) => return Err(self.err("creating a replicaset")(e)),
         };
-        tracing::info!(deployment = %self.object, replicaset = %name, size, "created replica set");
+        if size > 0 {
+            let note = format!("Scaled up replica set {name} from 0 to {size}");
+            tracing::info!(deployment = %self.object, "{note}");
+            self.ctx
+                .event(&self.d, "ScalingReplicaSet", "Scaling", note)
+                .await;
+        }
         self.sync_revision(&revision.to_string()).await?;
         if rollout::progress_deadline(&self.d).is_some() {
             let mut status = self.status();
@@ -782,6 +798,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Cont
         return Ok(Action::await_change());
     };
     let mut sync = Sync {
+        ctx: ctx.clone(),
         d,
         object,
         sets: Api::namespaced(ctx.client.clone(), &ns),
@@ -832,7 +849,7 @@ fn error_policy(_d: Arc<Deployment>, error: &ControllerError, _ctx: Arc<Context>
 pub async fn run(client: kube::Client, shutdown: tokio::sync::watch::Receiver<bool>) {
     let deployments: Api<Deployment> = Api::all(client.clone());
     let sets: Api<ReplicaSet> = Api::all(client.clone());
-    let ctx = Arc::new(Context { client });
+    let ctx = Arc::new(Context::new(client, "deployment-controller"));
     Controller::new(deployments, watcher::Config::default())
         .owns(sets, watcher::Config::default())
         .graceful_shutdown_on(shutdown_signal(shutdown))

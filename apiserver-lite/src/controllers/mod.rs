@@ -67,6 +67,43 @@ pub(crate) fn object_key<K: kube::Resource>(obj: &K) -> String {
 pub(crate) struct Context {
     /// The API client.
     pub(crate) client: kube::Client,
+    /// Records events as this controller.
+    recorder: kube::runtime::events::Recorder,
+}
+
+impl Context {
+    /// A context for the controller called `name` (the events' reporting controller).
+    pub(crate) fn new(client: kube::Client, name: &str) -> Self {
+        let reporter = kube::runtime::events::Reporter {
+            controller: name.into(),
+            instance: None,
+        };
+        Context {
+            recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+
+    /// Records a Normal event about `regarding` (best effort, as upstream's recorder).
+    pub(crate) async fn event<K>(&self, regarding: &K, reason: &str, action: &str, note: String)
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        let event = kube::runtime::events::Event {
+            type_: kube::runtime::events::EventType::Normal,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self
+            .recorder
+            .publish(&event, &regarding.object_ref(&()))
+            .await
+        {
+            tracing::debug!(%error, "recording an event failed");
+        }
+    }
 }
 
 /// A pod that counts: not being deleted and not finished.

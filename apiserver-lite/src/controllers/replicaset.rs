@@ -113,6 +113,9 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
                 .create(&PostParams::default(), &template)
                 .await
                 .map_err(api_err("creating a pod"))?;
+            let note = format!("Created pod: {}", created.name_any());
+            ctx.event(rs.as_ref(), "SuccessfulCreate", "Create", note)
+                .await;
             active.push(created);
         }
     } else if active.len() > want {
@@ -120,7 +123,11 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
         let surplus: Vec<Pod> = active.drain(..active.len() - want).collect();
         for pod in surplus {
             match pods.delete(&pod.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    let note = format!("Deleted pod: {}", pod.name_any());
+                    ctx.event(rs.as_ref(), "SuccessfulDelete", "Delete", note)
+                        .await;
+                }
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(api_err("deleting a pod")(e)),
             }
@@ -180,7 +187,7 @@ fn error_policy(_rs: Arc<ReplicaSet>, error: &ControllerError, _ctx: Arc<Context
 pub async fn run(client: kube::Client, shutdown: tokio::sync::watch::Receiver<bool>) {
     let sets: Api<ReplicaSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    let ctx = Arc::new(Context { client });
+    let ctx = Arc::new(Context::new(client, "replicaset-controller"));
     Controller::new(sets, watcher::Config::default())
         .owns(pods, watcher::Config::default())
         .graceful_shutdown_on(shutdown_signal(shutdown))
