@@ -581,3 +581,76 @@ fn a_deployment_finishes_its_rollout_across_an_apiserver_restart() {
     assert_eq!((sets[0].1, sets[1].1, sets[1].2), (0, 3, 2));
     assert_eq!(image(&server), "busybox:2");
 }
+
+#[test]
+fn a_deployment_adopts_a_matching_replicaset_and_releases_one_that_stops_matching() {
+    // A ReplicaSet of the Deployment's selector, made by hand before it, with another image.
+    let legacy = "apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: legacy
+  namespace: default
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: \"busybox:0\"}]
+";
+    let (server, _kubelet) = start(legacy, |_| true);
+    wait_for("the legacy pods", || {
+        get(&server, &["rs", "legacy"], "{.status.readyReplicas}") == "2"
+    });
+    server
+        .kubectl_stdin(&["apply", "-f", "-"], &deployment(2, "busybox:1", ""))
+        .ok();
+    let out = rollout_status(&server);
+    assert!(
+        out.ok().contains("successfully rolled out"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        get(
+            &server,
+            &["rs", "legacy"],
+            "{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}/{.spec.replicas}"
+        ),
+        "Deployment/web/0",
+        "adopted as an old ReplicaSet and scaled down"
+    );
+    // The new ReplicaSet stops matching the selector: released, and replaced under a new
+    // hash (the old name is taken, so the collision count goes up).
+    let new = replica_sets(&server)
+        .into_iter()
+        .find(|s| s.0 != "legacy")
+        .map(|s| s.0)
+        .expect("a new ReplicaSet");
+    server
+        .kubectl(&["label", "rs", &new, "app=other", "--overwrite"])
+        .ok();
+    wait_for("the released ReplicaSet to lose its owner", || {
+        get(&server, &["rs", &new], "{.metadata.ownerReferences}").is_empty()
+    });
+    let out = rollout_status(&server);
+    assert!(
+        out.ok().contains("successfully rolled out"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        get(&server, &["deployment", "web"], "{.status.collisionCount}"),
+        "1"
+    );
+    let owned = get(
+        &server,
+        &["rs", "-l", "app=web"],
+        "{range .items[?(@.metadata.ownerReferences)]}{.metadata.name} {end}",
+    );
+    assert!(
+        !owned.contains(&new) && owned.split_whitespace().count() == 2,
+        "{owned}"
+    );
+}
