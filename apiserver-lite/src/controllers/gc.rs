@@ -214,21 +214,41 @@ fn group_of(api_version: &str) -> &str {
 }
 
 impl Collector {
+    /// The part of the graph that can lead to a step: objects with owners, objects being
+    /// deleted with a finalizer of ours, and the objects referenced as owners. Everything
+    /// else (most objects, in most clusters) is skipped without copying.
     fn items(&self) -> Vec<Item> {
+        let states: Vec<Vec<Arc<Meta>>> = self.kinds.iter().map(|w| w.store.state()).collect();
+        let referenced: HashSet<&str> = states
+            .iter()
+            .flatten()
+            .flat_map(|o| o.metadata.owner_references.iter().flatten())
+            .map(|r| r.uid.as_str())
+            .collect();
         let mut items = Vec::new();
         let mut seen = HashSet::new();
-        for (k, w) in self.kinds.iter().enumerate() {
-            for obj in w.store.state() {
+        for (k, state) in states.iter().enumerate() {
+            for obj in state {
                 let m = &obj.metadata;
-                let Some(uid) = m.uid.clone() else { continue };
-                if !seen.insert(uid.clone()) {
+                let Some(uid) = m.uid.as_deref() else {
+                    continue;
+                };
+                let ours = m.deletion_timestamp.is_some()
+                    && m.finalizers
+                        .iter()
+                        .flatten()
+                        .any(|f| f == ORPHAN || f == FOREGROUND);
+                let relevant = m.owner_references.as_ref().is_some_and(|o| !o.is_empty())
+                    || ours
+                    || referenced.contains(uid);
+                if !relevant || !seen.insert(uid) {
                     continue;
                 }
                 items.push(Item {
                     resource: k,
                     namespace: m.namespace.clone(),
                     name: m.name.clone().unwrap_or_default(),
-                    uid,
+                    uid: uid.to_string(),
                     resource_version: m.resource_version.clone(),
                     owners: m.owner_references.clone().unwrap_or_default(),
                     finalizers: m.finalizers.clone().unwrap_or_default(),
