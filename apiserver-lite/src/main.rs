@@ -72,7 +72,7 @@ struct Args {
     /// Run the scheduler in this process (as a client of this server).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     scheduler: bool,
-    /// Run the controllers (ReplicaSet for now) in this process.
+    /// Run the controllers in this process.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     controllers: bool,
     /// Run only the scheduler, against the API server of `--kubeconfig` (any Kubernetes API
@@ -99,8 +99,8 @@ fn node_addresses() -> Vec<IpAddr> {
         .unwrap_or_default()
 }
 
-async fn client_from_kubeconfig(path: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match path {
+async fn config_from_kubeconfig(path: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
+    Ok(match path {
         Some(p) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(p)
                 .with_context(|| format!("reading {}", p.display()))?;
@@ -111,8 +111,7 @@ async fn client_from_kubeconfig(path: Option<&std::path::Path>) -> anyhow::Resul
             .await?
         }
         None => kube::Config::infer().await?,
-    };
-    Ok(kube::Client::try_from(config)?)
+    })
 }
 
 /// `--scheduler-only` / `--controllers-only`: control plane clients against any API server,
@@ -122,7 +121,8 @@ async fn run_clients_only(
     scheduler: bool,
     controllers: bool,
 ) -> anyhow::Result<()> {
-    let client = client_from_kubeconfig(kubeconfig).await?;
+    let config = config_from_kubeconfig(kubeconfig).await?;
+    let client = kube::Client::try_from(config.clone())?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -135,10 +135,12 @@ async fn run_clients_only(
         )));
     }
     if controllers {
-        tasks.push(tokio::spawn(controllers::run_replicasets(
-            client,
-            shutdown_rx,
-        )));
+        tasks.push(tokio::spawn(async move {
+            if let Err(error) = controllers::run(config, shutdown_rx, controllers::Which::ALL).await
+            {
+                tracing::error!(%error, "controllers");
+            }
+        }));
     }
     tokio::select! {
         _ = term.recv() => {}
@@ -290,9 +292,10 @@ async fn run() -> anyhow::Result<()> {
         Duration::from_secs(args.shutdown_drain_seconds),
     ));
     if args.scheduler || args.controllers {
-        let client = client_from_kubeconfig(Some(&kubeconfig))
+        let config = config_from_kubeconfig(Some(&kubeconfig))
             .await
             .context("control plane client")?;
+        let client = kube::Client::try_from(config.clone()).context("control plane client")?;
         if args.scheduler {
             tokio::spawn(scheduler::run(
                 client.clone(),
@@ -301,7 +304,14 @@ async fn run() -> anyhow::Result<()> {
             ));
         }
         if args.controllers {
-            tokio::spawn(controllers::run_replicasets(client, shutdown_rx.clone()));
+            let shutdown = shutdown_rx.clone();
+            tokio::spawn(async move {
+                if let Err(error) =
+                    controllers::run(config, shutdown, controllers::Which::ALL).await
+                {
+                    tracing::error!(%error, "controllers");
+                }
+            });
         }
     }
     tokio::select! {

@@ -261,13 +261,7 @@ impl ApiServer {
 
     /// A kube-rs client with the admin credentials.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig())?;
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await?;
-        Ok(kube::Client::try_from(config)?)
+        client_for(&self.kubeconfig()).await
     }
 }
 
@@ -441,4 +435,145 @@ impl Etcd {
     pub fn storage_flag(&self) -> String {
         format!("etcd://{}", self.client_url.trim_start_matches("http://"))
     }
+}
+
+/// Plays the node agent for pods bound to a node, so controllers can be tested without one:
+/// marks them Running and Ready through `pods/status` (when `ready` says so) and removes
+/// the ones being deleted (grace period 0, as an agent confirms a deletion). Stops when
+/// dropped.
+pub struct FakeKubelet {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeKubelet {
+    /// Starts marking pods of `server` ready when `ready(pod)` holds.
+    pub fn start(
+        server: &ApiServer,
+        ready: impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool + Send + 'static,
+    ) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let kubeconfig = server.kubeconfig();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let mut client = None;
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    if client.is_none() {
+                        client = client_for(&kubeconfig).await.ok();
+                    }
+                    if let Some(c) = &client {
+                        // Errors (the server restarting, a pod gone) just mean: next round.
+                        let _ = kubelet_round(c, &ready).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        });
+        FakeKubelet {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeKubelet {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A kube-rs client from a kubeconfig file.
+pub async fn client_for(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn kubelet_round(
+    client: &kube::Client,
+    ready: &impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+    let all: Api<Pod> = Api::all(client.clone());
+    for pod in all.list(&ListParams::default()).await?.items {
+        let on_node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+            continue;
+        };
+        if !on_node {
+            continue;
+        }
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        if pod.metadata.deletion_timestamp.is_some() {
+            let _ = pods
+                .delete(name, &DeleteParams::default().grace_period(0))
+                .await;
+            continue;
+        }
+        let is_ready = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if is_ready || !ready(&pod) {
+            continue;
+        }
+        let now = jiff_now();
+        let containers: Vec<serde_json::Value> = pod
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name, "image": c.image, "imageID": "", "ready": true,
+                    "started": true, "restartCount": 0,
+                    "state": {"running": {"startedAt": now}},
+                })
+            })
+            .collect();
+        let status = serde_json::json!({"status": {
+            "phase": "Running",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            ],
+            "containerStatuses": containers,
+            "startTime": now,
+        }});
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Now, RFC 3339 in seconds, as the API writes times.
+fn jiff_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    k8s_openapi::jiff::Timestamp::from_second(i64::try_from(secs).unwrap_or(0))
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
 }

@@ -89,10 +89,11 @@ async fn start_pods(
                 if let Ok(watcher::Event::Apply(p)) = event {
                     let name = p.metadata.name.clone().unwrap_or_default();
                     let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-                    if phase == Some("Running") && !running.contains_key(&name) {
-                        if let Some(t0) = created.get(&name) {
-                            running.insert(name, t0.elapsed());
-                        }
+                    if phase == Some("Running")
+                        && !running.contains_key(&name)
+                        && let Some(t0) = created.get(&name)
+                    {
+                        running.insert(name, t0.elapsed());
                     }
                 }
             }

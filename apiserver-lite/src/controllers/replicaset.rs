@@ -1,7 +1,7 @@
-//! Controllers: ordinary API clients built on kube-runtime's `Controller`, running inside
-//! apiserver-lite by default and against any API server alone. For now the ReplicaSet
-//! controller: it keeps `spec.replicas` pods of the template alive, adopts matching orphans,
-//! and reports replicas, fully labeled, ready and available counts in status.
+//! The ReplicaSet controller (kube-runtime `Controller` owning pods): keeps `spec.replicas`
+//! pods of the template alive, adopts matching orphans and releases pods that stopped
+//! matching, deletes surplus pods in upstream's order, and reports replicas, fully labeled,
+//! ready and available (ready for `minReadySeconds`) counts in status.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,60 +11,16 @@ use apimachinery::selector::LabelSelector;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
 
-/// Why a reconcile failed (retried with backoff).
-#[derive(Debug, thiserror::Error)]
-pub enum ControllerError {
-    /// An API call failed.
-    #[error("{action} for {object}: {source}")]
-    Api {
-        /// What the controller was doing.
-        action: &'static str,
-        /// namespace/name of the object reconciled.
-        object: String,
-        /// The client error.
-        #[source]
-        source: kube::Error,
-    },
-    /// The object cannot be reconciled as it is.
-    #[error("{object}: {why}")]
-    Invalid {
-        /// namespace/name.
-        object: String,
-        /// What is wrong.
-        why: String,
-    },
-}
-
-struct Context {
-    client: kube::Client,
-}
-
-fn is_active(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none() && !apimachinery::scheduling::is_terminal(pod)
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn controller_uid(pod: &Pod) -> Option<&str> {
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-        .map(|o| o.uid.as_str())
-}
+use super::{
+    Context, ControllerError, api_err, available_in, claim, controller_reference, is_active,
+    is_not_found, is_ready, object_key, shutdown_signal,
+};
 
 /// Which surplus pods go first: unscheduled, then pending, then not ready, then the newest,
 /// as upstream ranks them.
@@ -88,17 +44,6 @@ fn deletion_rank(pod: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<String>>) {
     )
 }
 
-fn owner_reference(rs: &ReplicaSet) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "ReplicaSet".into(),
-        name: rs.name_any(),
-        uid: rs.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
 fn new_pod(rs: &ReplicaSet) -> Result<Pod, ControllerError> {
     let object = format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any());
     let template = rs
@@ -117,7 +62,7 @@ fn new_pod(rs: &ReplicaSet) -> Result<Pod, ControllerError> {
             labels: meta.labels,
             annotations: meta.annotations,
             finalizers: meta.finalizers,
-            owner_references: Some(vec![owner_reference(rs)]),
+            owner_references: Some(vec![controller_reference(rs)]),
             ..Default::default()
         },
         spec: template.spec,
@@ -127,18 +72,11 @@ fn new_pod(rs: &ReplicaSet) -> Result<Pod, ControllerError> {
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
     let ns = rs.namespace().unwrap_or_default();
-    let object = format!("{ns}/{}", rs.name_any());
+    let object = object_key(rs.as_ref());
     if rs.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let api_err = |action: &'static str| {
-        let object = object.clone();
-        move |source| ControllerError::Api {
-            action,
-            object,
-            source,
-        }
-    };
+    let api_err = |action: &'static str| api_err(&object, action);
     let spec = rs.spec.clone().unwrap_or_default();
     let selector =
         LabelSelector::from_api(&spec.selector).map_err(|e| ControllerError::Invalid {
@@ -151,34 +89,21 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
             why: "an empty selector selects every pod".into(),
         });
     }
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    // Every active pod of the namespace: owned ones that stopped matching are released.
     let listed = pods
-        .list(&ListParams::default().labels(&selector.to_string()))
+        .list(&ListParams::default())
         .await
         .map_err(api_err("listing pods"))?;
-    let mut owned = Vec::new();
-    for pod in listed.items {
-        match controller_uid(&pod) {
-            Some(owner) if owner == uid => owned.push(pod),
-            Some(_) => {}
-            // An orphan that matches: adopt it, as upstream does.
-            None if is_active(&pod) => {
-                let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-                refs.push(owner_reference(&rs));
-                let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
-                pods.patch(
-                    &pod.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(patch),
-                )
-                .await
-                .map_err(api_err("adopting a pod"))?;
-                owned.push(pod);
-            }
-            None => {}
-        }
-    }
+    let owned = claim(
+        &pods,
+        controller_reference(rs.as_ref()),
+        rs.metadata.deletion_timestamp.is_some(),
+        &selector,
+        listed.items.into_iter().filter(is_active).collect(),
+        &object,
+    )
+    .await?;
     let mut active: Vec<Pod> = owned.into_iter().filter(is_active).collect();
     let want = usize::try_from(spec.replicas.unwrap_or(1).max(0)).unwrap_or(0);
     if active.len() < want {
@@ -188,6 +113,9 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
                 .create(&PostParams::default(), &template)
                 .await
                 .map_err(api_err("creating a pod"))?;
+            let note = format!("Created pod: {}", created.name_any());
+            ctx.event(rs.as_ref(), "SuccessfulCreate", "Create", note)
+                .await;
             active.push(created);
         }
     } else if active.len() > want {
@@ -195,8 +123,12 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
         let surplus: Vec<Pod> = active.drain(..active.len() - want).collect();
         for pod in surplus {
             match pods.delete(&pod.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Ok(_) => {
+                    let note = format!("Deleted pod: {}", pod.name_any());
+                    ctx.event(rs.as_ref(), "SuccessfulDelete", "Delete", note)
+                        .await;
+                }
+                Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(api_err("deleting a pod")(e)),
             }
         }
@@ -216,11 +148,23 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
         })
         .count();
     let ready = active.iter().filter(|p| is_ready(p)).count();
+    // Available: ready for at least minReadySeconds; look again when the next one will be.
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let now = jiff::Timestamp::now();
+    let mut available = 0;
+    let mut requeue = Duration::from_secs(300);
+    for pod in &active {
+        match available_in(pod, min_ready, now) {
+            Some(left) if left.is_zero() => available += 1,
+            Some(left) => requeue = requeue.min(left + Duration::from_millis(100)),
+            None => {}
+        }
+    }
     let status = json!({"status": {
         "replicas": active.len(),
         "fullyLabeledReplicas": fully_labeled,
         "readyReplicas": ready,
-        "availableReplicas": ready,
+        "availableReplicas": available,
         "observedGeneration": rs.metadata.generation,
     }});
     let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
@@ -231,7 +175,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
     )
     .await
     .map_err(api_err("updating status"))?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(requeue))
 }
 
 fn error_policy(_rs: Arc<ReplicaSet>, error: &ControllerError, _ctx: Arc<Context>) -> Action {
@@ -240,18 +184,13 @@ fn error_policy(_rs: Arc<ReplicaSet>, error: &ControllerError, _ctx: Arc<Context
 }
 
 /// Runs the ReplicaSet controller until `shutdown` turns true.
-pub async fn run_replicasets(
-    client: kube::Client,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn run(client: kube::Client, shutdown: tokio::sync::watch::Receiver<bool>) {
     let sets: Api<ReplicaSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    let ctx = Arc::new(Context { client });
+    let ctx = Arc::new(Context::new(client, "replicaset-controller"));
     Controller::new(sets, watcher::Config::default())
         .owns(pods, watcher::Config::default())
-        .graceful_shutdown_on(async move {
-            let _ = shutdown.changed().await;
-        })
+        .graceful_shutdown_on(shutdown_signal(shutdown))
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
