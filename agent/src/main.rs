@@ -246,7 +246,9 @@ async fn main() -> anyhow::Result<()> {
         None => kubeconfig_ca,
     };
     if client_cas.is_empty() {
-        tracing::warn!("no client CA (--client-ca-file, or a CA in the kubeconfig): the kubelet API accepts bearer tokens only");
+        tracing::warn!(
+            "no client CA (--client-ca-file, or a CA in the kubeconfig): the kubelet API accepts bearer tokens only"
+        );
     }
     let tls_config = tls::server_config(&serving, client_cas)?;
     let listen = std::net::SocketAddr::new(args.address, args.port);

@@ -198,7 +198,12 @@ impl NodeProxy {
     }
 
     /// Serves one proxied subresource request.
-    pub async fn handle(&self, api: &Api, req: Request<Incoming>, target: Target) -> Response<Body> {
+    pub async fn handle(
+        &self,
+        api: &Api,
+        req: Request<Incoming>,
+        target: Target,
+    ) -> Response<Body> {
         match self.proxy(api, req, &target).await {
             Ok(resp) => resp,
             Err(e) => error_response(&e),
@@ -227,24 +232,19 @@ impl NodeProxy {
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
             .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "pod {} does not have a host assigned",
-                    target.pod
-                ))
+                ApiError::bad_request(format!("pod {} does not have a host assigned", target.pod))
             })?;
         let node = load(api, "nodes", None, node_name)
             .await?
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("node \"{node_name}\" not found"))
-            })?;
+            .ok_or_else(|| ApiError::bad_request(format!("node \"{node_name}\" not found")))?;
         let (address, port) = kubelet_endpoint(&node).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "node {node_name} has no InternalIP address"
-            ))
+            ApiError::bad_request(format!("node {node_name} has no InternalIP address"))
         })?;
         let path = kubelet_path(target, container.as_deref(), &query);
         let server_name = ServerName::try_from(address.clone()).map_err(|_| {
-            ApiError::bad_request(format!("node {node_name} has an invalid address {address:?}"))
+            ApiError::bad_request(format!(
+                "node {node_name} has an invalid address {address:?}"
+            ))
         })?;
         let unreachable = |e: std::io::Error| {
             ApiError::internal(format!(
@@ -303,7 +303,9 @@ async fn load(
     name: &str,
 ) -> Result<Option<Value>, ApiError> {
     let Some(info) = resources::find("", "v1", plural) else {
-        return Err(ApiError::internal(format!("resource {plural} is not served")));
+        return Err(ApiError::internal(format!(
+            "resource {plural} is not served"
+        )));
     };
     let key = info.storage_key(namespace, name);
     let kv = api
@@ -377,7 +379,11 @@ pub fn kubelet_endpoint(node: &Value) -> Option<(String, u16)> {
 
 /// The kubelet path and query for a request: the pod API's parameters renamed to the
 /// kubelet's (stdin → input, stdout → output, stderr → error, ports → port).
-pub fn kubelet_path(target: &Target, container: Option<&str>, query: &[(String, String)]) -> String {
+pub fn kubelet_path(
+    target: &Target,
+    container: Option<&str>,
+    query: &[(String, String)],
+) -> String {
     let esc = |s: &str| {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
     };
@@ -402,7 +408,11 @@ pub fn kubelet_path(target: &Target, container: Option<&str>, query: &[(String, 
         out.append_pair(key, v);
     }
     let q = out.finish();
-    if q.is_empty() { path } else { format!("{path}?{q}") }
+    if q.is_empty() {
+        path
+    } else {
+        format!("{path}?{q}")
+    }
 }
 
 #[cfg(test)]
@@ -433,7 +443,10 @@ mod tests {
     #[test]
     fn containers_are_checked_with_upstream_wording() {
         let pod = serde_json::json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
-        assert_eq!(container_of(&pod, "p", &q(&[("container", "i")])).unwrap(), "i");
+        assert_eq!(
+            container_of(&pod, "p", &q(&[("container", "i")])).unwrap(),
+            "i"
+        );
         let err = container_of(&pod, "p", &q(&[("container", "x")])).unwrap_err();
         assert_eq!(err.message, "container x is not valid for pod p");
         let err = container_of(&pod, "p", &[]).unwrap_err();

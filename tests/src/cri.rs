@@ -66,14 +66,27 @@ impl TestNetns {
         let ns_if = format!("kv{index}n");
         run(
             "ip",
-            &["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if],
+            &[
+                "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+            ],
         );
         run("ip", &["link", "set", &ns_if, "netns", &self.name]);
-        run("ip", &["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
+        run(
+            "ip",
+            &["addr", "add", &format!("{host_ip}/30"), "dev", &host_if],
+        );
         run("ip", &["link", "set", &host_if, "up"]);
         run(
             "ip",
-            &["-n", &self.name, "addr", "add", &format!("{ns_ip}/30"), "dev", &ns_if],
+            &[
+                "-n",
+                &self.name,
+                "addr",
+                "add",
+                &format!("{ns_ip}/30"),
+                "dev",
+                &ns_if,
+            ],
         );
         run("ip", &["-n", &self.name, "link", "set", &ns_if, "up"]);
         (host_ip, ns_ip)

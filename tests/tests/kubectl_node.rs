@@ -94,7 +94,10 @@ fn kubectl_logs_exec_port_forward_and_cp_reach_pods_through_the_kubelet_api() {
         api.kubectl(&["logs", "web"]).ok(),
         "hello\nerr\nline 1\nline 2\nline 3\n"
     );
-    assert_eq!(api.kubectl(&["logs", "web", "--tail=2"]).ok(), "line 2\nline 3\n");
+    assert_eq!(
+        api.kubectl(&["logs", "web", "--tail=2"]).ok(),
+        "line 2\nline 3\n"
+    );
     assert_eq!(
         api.kubectl(&["logs", "web", "--limit-bytes=8"]).ok(),
         "hello\ner"
@@ -140,15 +143,24 @@ fn kubectl_logs_exec_port_forward_and_cp_reach_pods_through_the_kubelet_api() {
     let dir = tempfile::tempdir().expect("tempdir");
     let local = dir.path().join("up.txt");
     std::fs::write(&local, "copied in\n").expect("write");
-    api.kubectl(&["cp", local.to_str().unwrap_or_default(), "default/web:/data/up.txt"])
-        .ok();
+    api.kubectl(&[
+        "cp",
+        local.to_str().unwrap_or_default(),
+        "default/web:/data/up.txt",
+    ])
+    .ok();
     assert_eq!(
-        api.kubectl(&["exec", "web", "--", "cat", "/data/up.txt"]).ok(),
+        api.kubectl(&["exec", "web", "--", "cat", "/data/up.txt"])
+            .ok(),
         "copied in\n"
     );
     let back = dir.path().join("back.txt");
-    api.kubectl(&["cp", "default/web:/www/index.html", back.to_str().unwrap_or_default()])
-        .ok();
+    api.kubectl(&[
+        "cp",
+        "default/web:/www/index.html",
+        back.to_str().unwrap_or_default(),
+    ])
+    .ok();
     assert_eq!(
         std::fs::read_to_string(&back).expect("copied out"),
         "served-by-httpd\n"
@@ -195,16 +207,20 @@ fn kubectl_logs_exec_port_forward_and_cp_reach_pods_through_the_kubelet_api() {
         .parse::<u32>()
         .is_ok_and(|n| n >= 1)
     });
-    wait_until("--previous to show the run before", Duration::from_secs(30), || {
-        let current = api.kubectl(&["logs", "crashy"]).stdout;
-        let previous = api.kubectl(&["logs", "crashy", "--previous"]).stdout;
-        let number = |s: &str| {
-            s.trim()
-                .strip_prefix("run ")
-                .and_then(|n| n.parse::<u32>().ok())
-        };
-        matches!((number(&current), number(&previous)), (Some(c), Some(p)) if p + 1 == c)
-    });
+    wait_until(
+        "--previous to show the run before",
+        Duration::from_secs(30),
+        || {
+            let current = api.kubectl(&["logs", "crashy"]).stdout;
+            let previous = api.kubectl(&["logs", "crashy", "--previous"]).stdout;
+            let number = |s: &str| {
+                s.trim()
+                    .strip_prefix("run ")
+                    .and_then(|n| n.parse::<u32>().ok())
+            };
+            matches!((number(&current), number(&previous)), (Some(c), Some(p)) if p + 1 == c)
+        },
+    );
     let never = api.kubectl(&["logs", "web", "--previous"]);
     assert!(!never.success());
     assert!(
@@ -229,7 +245,10 @@ fn port_forward_serves_http(api: &ApiServer) {
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
@@ -259,7 +278,8 @@ fn port_forward_serves_http(api: &ApiServer) {
         answer.clear();
         let _ = tcp.read_to_string(&mut answer);
         assert!(
-            answer.starts_with("HTTP/1.") && answer.lines().next().is_some_and(|l| l.contains(" 200")),
+            answer.starts_with("HTTP/1.")
+                && answer.lines().next().is_some_and(|l| l.contains(" 200")),
             "{answer}"
         );
         assert!(answer.ends_with("served-by-httpd\n"), "{answer}");

@@ -154,8 +154,7 @@ where
                 Ok((client, backend)) => {
                     let mut client = TokioIo::new(client);
                     let mut backend = TokioIo::new(backend);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await
-                    {
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
                         tracing::debug!(backend = %host_name, error = %e, "upgraded stream ended");
                     }
                 }

@@ -542,7 +542,11 @@ mod tests {
                 b"four\n"
             ]
         );
-        assert_eq!(lines[3].time, t("2024-01-01T00:00:03Z"), "first piece's time");
+        assert_eq!(
+            lines[3].time,
+            t("2024-01-01T00:00:03Z"),
+            "first piece's time"
+        );
     }
 
     #[test]

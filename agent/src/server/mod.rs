@@ -33,9 +33,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use upgrade_proxy::Body;
 
-use crate::pod::config::{
-    CONTAINER_NAME_LABEL, POD_UID_LABEL, RESTART_COUNT_ANNOTATION,
-};
+use crate::pod::config::{CONTAINER_NAME_LABEL, POD_UID_LABEL, RESTART_COUNT_ANNOTATION};
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use logs::{LogOptions, Output};
 
@@ -136,16 +134,15 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let kubelet = kubelet.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "kubelet API: TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "kubelet API: TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             // rustls only lets through certificates that chain to the client CA.
             let certificate = tls
                 .get_ref()
@@ -155,9 +152,7 @@ pub async fn serve(
             let service = hyper::service::service_fn(move |req| {
                 let kubelet = kubelet.clone();
                 async move {
-                    Ok::<_, std::convert::Infallible>(
-                        kubelet.handle(req, certificate, peer).await,
-                    )
+                    Ok::<_, std::convert::Infallible>(kubelet.handle(req, certificate, peer).await)
                 }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -200,7 +195,10 @@ impl Kubelet {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         match token {
             Some(token) => self.review_token(token).await,
@@ -219,10 +217,7 @@ impl Kubelet {
         };
         let api: Api<TokenReview> = Api::all(self.client.clone());
         match api.create(&PostParams::default(), &review).await {
-            Ok(answer) => answer
-                .status
-                .and_then(|s| s.authenticated)
-                .unwrap_or(false),
+            Ok(answer) => answer.status.and_then(|s| s.authenticated).unwrap_or(false),
             Err(e) => {
                 tracing::debug!(error = %e, "TokenReview failed; the token is refused");
                 false
@@ -317,14 +312,20 @@ impl Kubelet {
             .get_opt(name)
             .await
             .map_err(HttpError::internal)?
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&self.node_name))
+            .filter(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&self.node_name)
+            })
             .ok_or_else(|| HttpError::not_found(format!("pod \"{name}\" not found")))?;
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         Ok((pod, uid))
     }
 
     /// The runtime's containers named `container` of the pod `uid`.
-    async fn containers(&self, uid: &str, container: &str) -> Result<Vec<cri::Container>, HttpError> {
+    async fn containers(
+        &self,
+        uid: &str,
+        container: &str,
+    ) -> Result<Vec<cri::Container>, HttpError> {
         Ok(self
             .runtime
             .list_containers()
@@ -392,10 +393,11 @@ impl Kubelet {
             })?
         };
         let read_dir = dir.clone();
-        let (lines, position) = tokio::task::spawn_blocking(move || logs::read_lines(&read_dir, chosen))
-            .await
-            .map_err(HttpError::internal)?
-            .map_err(HttpError::internal)?;
+        let (lines, position) =
+            tokio::task::spawn_blocking(move || logs::read_lines(&read_dir, chosen))
+                .await
+                .map_err(HttpError::internal)?
+                .map_err(HttpError::internal)?;
         let mut output = Output::new(&options);
         let first = logs::select(lines, &options, &mut output);
         if !options.follow || options.previous || output.done() {
@@ -457,7 +459,10 @@ impl Kubelet {
         container: &str,
     ) -> Result<Response<Body>, HttpError> {
         let query = query_pairs(req.uri().query());
-        let cmd: Vec<String> = values(&query, "command").into_iter().map(String::from).collect();
+        let cmd: Vec<String> = values(&query, "command")
+            .into_iter()
+            .map(String::from)
+            .collect();
         let container_id = self.running_container(ns, pod, container).await?;
         let tty = flag(&query, &["tty"]);
         let url = self
@@ -505,7 +510,10 @@ impl Kubelet {
     ) -> Result<Response<Body>, HttpError> {
         let query = query_pairs(req.uri().query());
         let mut ports = Vec::new();
-        for value in values(&query, "port").into_iter().chain(values(&query, "ports")) {
+        for value in values(&query, "port")
+            .into_iter()
+            .chain(values(&query, "ports"))
+        {
             for p in value.split(',').filter(|p| !p.is_empty()) {
                 let port: i32 = p
                     .trim()
@@ -591,9 +599,10 @@ async fn proxy_to(req: Request<Incoming>, url: &str) -> Result<Response<Body>, H
     let ip_or_name = host.trim_start_matches('[').trim_end_matches(']');
     let tcp = tokio::net::TcpStream::connect((ip_or_name, port))
         .await
-        .map_err(|e| HttpError::internal(format!("connecting to the runtime at {authority}: {e}")))?;
+        .map_err(|e| {
+            HttpError::internal(format!("connecting to the runtime at {authority}: {e}"))
+        })?;
     upgrade_proxy::forward(req, &path_and_query, &authority, tcp)
         .await
         .map_err(HttpError::internal)
 }
-

@@ -103,12 +103,13 @@ pub fn server_config(
     serving: &ServingCert,
     client_cas: Vec<CertificateDer<'static>>,
 ) -> Result<rustls::ServerConfig, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut serving.cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Pem {
-            what: "serving certificate",
-            why: e.to_string(),
-        })?;
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut serving.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsError::Pem {
+                what: "serving certificate",
+                why: e.to_string(),
+            })?;
     if certs.is_empty() {
         return Err(TlsError::Pem {
             what: "serving certificate",
@@ -162,7 +163,10 @@ mod tests {
             .unwrap();
         let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
         let sans = format!("{:?}", parsed.subject_alternative_name().unwrap().unwrap());
-        assert!(sans.contains("node-a") && sans.contains("10.0.0.5"), "{sans}");
+        assert!(
+            sans.contains("node-a") && sans.contains("10.0.0.5"),
+            "{sans}"
+        );
         server_config(&cert, ca_certificates(cert.cert_pem.as_bytes()).unwrap()).unwrap();
         server_config(&cert, Vec::new()).unwrap();
     }
