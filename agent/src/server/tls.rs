@@ -164,7 +164,7 @@ mod tests {
         let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
         let sans = format!("{:?}", parsed.subject_alternative_name().unwrap().unwrap());
         assert!(
-            sans.contains("node-a") && sans.contains("10.0.0.5"),
+            sans.contains("\"node-a\"") && sans.contains("IPAddress([10, 0, 0, 5])"),
             "{sans}"
         );
         server_config(&cert, ca_certificates(cert.cert_pem.as_bytes()).unwrap()).unwrap();
