@@ -167,7 +167,45 @@ fn kubectl_logs_exec_port_forward_and_cp_reach_pods_through_the_kubelet_api() {
     );
 
     // port-forward: an HTTP request through the tunnel to httpd in the pod.
-    port_forward_serves_http(&api);
+    port_forward_serves_http(&api, &[]);
+
+    // The same over SPDY, kubectl's fallback and what a real kube-apiserver sends a kubelet.
+    let spdy = e2e::run_kubectl(
+        "kubectl",
+        &api.kubeconfig(),
+        &["exec", "-i", "web", "--", "sh", "-c", "cat; exit 4"],
+        Some("over spdy\n"),
+        &[("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")],
+    );
+    assert_eq!(
+        (spdy.code, spdy.stdout.as_str()),
+        (4, "over spdy\n"),
+        "{spdy:?}"
+    );
+    port_forward_serves_http(&api, &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")]);
+
+    // attach: stdin to a container that waits for it, its answer back.
+    apply(
+        &api,
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: listener, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {image}
+    stdin: true
+    stdinOnce: true
+    command: [sh, -c, 'read line; echo got $line']
+"
+        ),
+    );
+    wait_running(&api, "listener");
+    let attached = api.kubectl_stdin(&["attach", "-i", "listener"], "hello\n");
+    assert!(attached.stdout.contains("got hello"), "{attached:?}");
 
     // logs -f ends when the container exits.
     apply(
@@ -233,10 +271,15 @@ fn kubectl_logs_exec_port_forward_and_cp_reach_pods_through_the_kubelet_api() {
     drop(node);
 }
 
-fn port_forward_serves_http(api: &ApiServer) {
-    let mut child = Command::new("kubectl")
+fn port_forward_serves_http(api: &ApiServer, env: &[(&str, &str)]) {
+    let mut child = Command::new("kubectl");
+    child
         .args(["port-forward", "pod/web", ":8080", "--address", "127.0.0.1"])
-        .env("KUBECONFIG", api.kubeconfig())
+        .env("KUBECONFIG", api.kubeconfig());
+    for (k, v) in env {
+        child.env(k, v);
+    }
+    let mut child = child
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
