@@ -76,6 +76,35 @@ fn kubectl_logs_exec_port_forward_and_cp_reach_pods_through_the_kubelet_api() {
         ) == "True"
     });
 
+    // The kubelet API refuses clients without credentials.
+    let anonymous = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("https://127.0.0.1:{}/pods", node.port))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401");
+
+    // A pod no node can take has no kubelet to ask.
+    apply(
+        &api,
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: nowhere, namespace: default}}
+spec:
+  nodeSelector: {{no-such-label: x}}
+  containers: [{{name: main, image: {image}}}]
+"
+        ),
+    );
+    let unscheduled = api.kubectl(&["logs", "nowhere"]);
+    assert!(
+        unscheduled
+            .stderr
+            .contains("pod nowhere does not have a host assigned"),
+        "{unscheduled:?}"
+    );
+
     // A long-running pod with a web server and a few log lines.
     apply(
         &api,
