@@ -410,10 +410,12 @@ impl Kubelet {
             if !first.is_empty() && tx.send(Bytes::from(first)).await.is_err() {
                 return;
             }
+            // A client that went away ends the follow at the next poll, not at the next line.
             let running = || {
                 let kubelet = kubelet.clone();
                 let (uid, container) = (uid.clone(), container.clone());
-                async move { kubelet.restart_running(&uid, &container, chosen).await }
+                let gone = tx.is_closed();
+                async move { !gone && kubelet.restart_running(&uid, &container, chosen).await }
             };
             let sink = |chunk: Vec<u8>| {
                 let tx = tx.clone();
