@@ -9,6 +9,8 @@ use std::sync::Arc;
 use agent::node::{self, NodeSettings};
 use agent::pod::{self, worker::Shared};
 use agent::runtime::{ContainerRuntime, CriClient};
+use agent::server::tls::{self, ServingCert};
+use agent::server::{self, Kubelet};
 use anyhow::Context;
 use clap::Parser;
 use k8s_openapi::api::core::v1::Taint;
@@ -59,9 +61,25 @@ struct Args {
     /// The pod CIDR when the API does not assign spec.podCIDR.
     #[arg(long)]
     pod_cidr: Option<String>,
-    /// The kubelet API port advertised.
+    /// The kubelet API port (HTTPS; advertised in the Node's daemonEndpoints).
     #[arg(long, default_value_t = 10250)]
-    port: i32,
+    port: u16,
+    /// The address the kubelet API listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    address: std::net::IpAddr,
+    /// The kubelet API's serving certificate (PEM chain); self-signed when not given.
+    #[arg(long, requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The key of `--tls-cert-file`.
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// CA bundle that signs client certificates of the kubelet API (default: the CA of the
+    /// kubeconfig, which is apiserver-lite's cluster CA).
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+    /// Serve kubelet API requests that carry no credentials.
+    #[arg(long, default_value_t = false)]
+    anonymous_auth: bool,
     /// Cgroup parent of pods (QoS classes below it).
     #[arg(long, default_value = "/kubepods")]
     cgroup_root: String,
@@ -128,6 +146,13 @@ async fn main() -> anyhow::Result<()> {
         None => kube::Config::infer().await?,
     };
     let api_url = config.cluster_url.to_string();
+    let kubeconfig_ca: Vec<rustls::pki_types::CertificateDer<'static>> = config
+        .root_cert
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(rustls::pki_types::CertificateDer::from)
+        .collect();
     let client = kube::Client::try_from(config)?;
     let node_name = match &args.node_name {
         Some(n) => n.clone(),
@@ -169,7 +194,7 @@ async fn main() -> anyhow::Result<()> {
         taints,
         max_pods: args.max_pods,
         node_ip: node_ip.clone(),
-        port: args.port,
+        port: i32::from(args.port),
         pod_cidr: args.pod_cidr.clone(),
         root_dir: args.root_dir.clone(),
         reserved_cpu_milli: 0,
@@ -188,7 +213,7 @@ async fn main() -> anyhow::Result<()> {
         runtime: runtime.clone(),
         recorder,
         node_name: node_name.clone(),
-        host_ip: node_ip,
+        host_ip: node_ip.clone(),
         root_dir: args.root_dir.clone(),
         pod_log_dir: args.pod_log_dir.clone(),
         cluster_dns: args.cluster_dns.clone(),
@@ -206,6 +231,40 @@ async fn main() -> anyhow::Result<()> {
         settings,
         shutdown_rx.clone(),
     ));
+    let serving = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => ServingCert::from_files(cert, key)?,
+        _ => ServingCert::self_signed(&node_name, &node_ip)?,
+    };
+    let client_cas = match &args.client_ca_file {
+        Some(path) => tls::ca_certificates(
+            &std::fs::read(path).with_context(|| format!("read {}", path.display()))?,
+        )?,
+        None => kubeconfig_ca,
+    };
+    if client_cas.is_empty() {
+        tracing::warn!(
+            "no client CA (--client-ca-file, or a CA in the kubeconfig): the kubelet API accepts bearer tokens only"
+        );
+    }
+    let tls_config = tls::server_config(&serving, client_cas)?;
+    let listen = std::net::SocketAddr::new(args.address, args.port);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("kubelet API: listen on {listen}"))?;
+    info!(%listen, "kubelet API serving");
+    let kubelet = Arc::new(Kubelet {
+        client: client.clone(),
+        runtime: runtime.clone(),
+        node_name: node_name.clone(),
+        pod_log_dir: args.pod_log_dir.clone(),
+        anonymous_auth: args.anonymous_auth,
+    });
+    let server_task = tokio::spawn(server::serve(
+        listener,
+        tls_config,
+        kubelet,
+        shutdown_rx.clone(),
+    ));
     let pods_task = tokio::spawn(pod::run(shared, shutdown_rx));
     daemon::shutdown_signal().await;
     info!("shutting down; pods keep running");
@@ -213,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         let _ = node_task.await;
         let _ = pods_task.await;
+        let _ = server_task.await;
     })
     .await;
     Ok(())

@@ -101,6 +101,12 @@ pub trait ContainerRuntime: Send + Sync {
     ) -> Result<String, RuntimeError>;
     /// ImageStatus; `None` when not present.
     async fn image_status(&self, image: &str) -> Result<Option<cri::Image>, RuntimeError>;
+    /// Exec: the streaming URL serving the session.
+    async fn exec(&self, request: cri::ExecRequest) -> Result<String, RuntimeError>;
+    /// Attach: the streaming URL serving the session.
+    async fn attach(&self, request: cri::AttachRequest) -> Result<String, RuntimeError>;
+    /// PortForward: the streaming URL serving the session.
+    async fn port_forward(&self, request: cri::PortForwardRequest) -> Result<String, RuntimeError>;
 }
 
 /// A CRI client on a unix socket. The connection is made lazily and remade after failures, so
@@ -398,5 +404,35 @@ impl ContainerRuntime for CriClient {
             .map_err(self.error("ImageStatus"))?
             .into_inner()
             .image)
+    }
+
+    async fn exec(&self, request: cri::ExecRequest) -> Result<String, RuntimeError> {
+        Ok(self
+            .runtime()
+            .exec(request)
+            .await
+            .map_err(self.error("Exec"))?
+            .into_inner()
+            .url)
+    }
+
+    async fn attach(&self, request: cri::AttachRequest) -> Result<String, RuntimeError> {
+        Ok(self
+            .runtime()
+            .attach(request)
+            .await
+            .map_err(self.error("Attach"))?
+            .into_inner()
+            .url)
+    }
+
+    async fn port_forward(&self, request: cri::PortForwardRequest) -> Result<String, RuntimeError> {
+        Ok(self
+            .runtime()
+            .port_forward(request)
+            .await
+            .map_err(self.error("PortForward"))?
+            .into_inner()
+            .url)
     }
 }

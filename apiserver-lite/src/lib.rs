@@ -3,7 +3,8 @@
 //!
 //! Layers, outermost first: [`server`] (TLS, HTTP, limits, shutdown) → [`auth`] → [`api`]
 //! (routing, discovery, the verbs) → [`admission`] and [`registry`] (per-kind rules) →
-//! [`storage`]. [`bootstrap`] and [`namespaces`] are the server's own background work;
+//! [`storage`]. [`nodeproxy`] carries the pod subresources served by kubelets (log, exec,
+//! attach, port-forward) past the API layer. [`bootstrap`] and [`namespaces`] are the server's own background work;
 //! [`scheduler`] is an ordinary API client that runs in the same process by default.
 
 pub mod admission;
@@ -13,6 +14,7 @@ pub mod bootstrap;
 pub mod controllers;
 pub mod conversion;
 pub mod namespaces;
+pub mod nodeproxy;
 pub mod pki;
 pub mod registry;
 pub mod scheduler;

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use apiserver_lite::admission::{Admission, Cidr};
 use apiserver_lite::api::{Api, ApiConfig};
 use apiserver_lite::auth::{AllowAuthenticated, TokenAuthenticator};
+use apiserver_lite::nodeproxy::NodeProxy;
 use apiserver_lite::pki::{Pki, serving_names};
 use apiserver_lite::server::{Frontend, serve, tls_config};
 use apiserver_lite::storage::Store;
@@ -85,6 +86,10 @@ struct Args {
     /// Kubeconfig for `--scheduler-only` (default: the usual kubeconfig lookup).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// CA bundle to verify kubelets' serving certificates with (pod logs, exec, attach,
+    /// port-forward); without it they are not verified, as upstream.
+    #[arg(long)]
+    kubelet_certificate_authority: Option<PathBuf>,
 }
 
 fn node_addresses() -> Vec<IpAddr> {
@@ -267,6 +272,8 @@ async fn run() -> anyhow::Result<()> {
         tokens,
         inflight: tokio::sync::Semaphore::new(args.max_requests_inflight),
         max_body_bytes: args.max_request_body_bytes,
+        node_proxy: NodeProxy::new(&pki, args.kubelet_certificate_authority.as_deref())
+            .context("kubelet client")?,
     });
     tokio::spawn(namespaces::run(api.clone(), shutdown_rx.clone()));
     tokio::spawn(bootstrap::compaction_loop(

@@ -42,6 +42,8 @@ pub struct Frontend {
     pub inflight: Semaphore,
     /// Request body cap in bytes.
     pub max_body_bytes: usize,
+    /// The pod subresources proxied to kubelets.
+    pub node_proxy: crate::nodeproxy::NodeProxy,
 }
 
 /// The rustls configuration: our serving certificate, client certificates optional but
@@ -199,6 +201,13 @@ impl Frontend {
             },
             None => return error_response(&ApiError::unauthorized()),
         };
+        // Logs and streams go to the pod's kubelet with the request unread (upgrades need
+        // the connection); like watches they are long-running and not counted in flight.
+        if let Some(target) = crate::nodeproxy::target(&method, &path) {
+            let resp = self.node_proxy.handle(&self.api, req, target).await;
+            tracing::debug!(%peer, user = %user.name, %method, %path, status = resp.status().as_u16(), "proxied to the node");
+            return resp;
+        }
         // Watches, health checks and system:masters (the cluster's own components and admins)
         // are not limited, as upstream's max-in-flight filter exempts them.
         let exempt = is_watch(&req)

@@ -52,6 +52,46 @@ impl TestNetns {
         PathBuf::from("/run/netns").join(&self.name)
     }
 
+    /// Joins the namespace to the host with a veth pair on a /30 of its own in 169.254.0.0/16;
+    /// returns (host address, namespace address). The pair goes with the namespace.
+    pub fn link_to_host(&self) -> (String, String) {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let index = (std::process::id().wrapping_mul(7) + n) % 16000 + 64;
+        let base = index * 4;
+        let (third, fourth) = (base / 256, base % 256);
+        let host_ip = format!("169.254.{third}.{}", fourth + 1);
+        let ns_ip = format!("169.254.{third}.{}", fourth + 2);
+        let host_if = format!("kv{index}h");
+        let ns_if = format!("kv{index}n");
+        run(
+            "ip",
+            &[
+                "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+            ],
+        );
+        run("ip", &["link", "set", &ns_if, "netns", &self.name]);
+        run(
+            "ip",
+            &["addr", "add", &format!("{host_ip}/30"), "dev", &host_if],
+        );
+        run("ip", &["link", "set", &host_if, "up"]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &self.name,
+                "addr",
+                "add",
+                &format!("{ns_ip}/30"),
+                "dev",
+                &ns_if,
+            ],
+        );
+        run("ip", &["-n", &self.name, "link", "set", &ns_if, "up"]);
+        (host_ip, ns_ip)
+    }
+
     /// Runs a command inside the namespace, returning its output.
     pub fn exec(&self, args: &[&str]) -> std::process::Output {
         Command::new("ip")
@@ -82,6 +122,9 @@ pub struct DaemonOptions {
     pub pod_cidr: Option<String>,
     /// The `cri` binary (default: the workspace's).
     pub binary: Option<PathBuf>,
+    /// Serve streaming URLs on a veth to the host (so an agent on the host reaches them)
+    /// instead of the namespace's loopback.
+    pub streaming_on_host_link: bool,
 }
 
 impl Default for DaemonOptions {
@@ -89,6 +132,7 @@ impl Default for DaemonOptions {
         DaemonOptions {
             pod_cidr: Some("10.77.0.0/24".into()),
             binary: None,
+            streaming_on_host_link: false,
         }
     }
 }
@@ -102,6 +146,8 @@ pub struct Daemon {
     pub netns: TestNetns,
     /// Its cgroup root.
     pub cgroup_root: String,
+    /// `--streaming-address`, when not the default.
+    pub streaming_address: Option<String>,
     options: DaemonOptions,
 }
 
@@ -115,11 +161,15 @@ impl Daemon {
             .expect("tempdir");
         let netns = TestNetns::create();
         let cgroup_root = format!("/{}", netns.name);
+        let streaming_address = options
+            .streaming_on_host_link
+            .then(|| format!("{}:0", netns.link_to_host().1));
         let mut daemon = Daemon {
             child: None,
             dir,
             netns,
             cgroup_root,
+            streaming_address,
             options,
         };
         daemon.spawn();
@@ -173,6 +223,9 @@ impl Daemon {
             .arg(&self.cgroup_root);
         if let Some(cidr) = &self.options.pod_cidr {
             command.args(["--pod-cidr", cidr]);
+        }
+        if let Some(address) = &self.streaming_address {
+            command.args(["--streaming-address", address]);
         }
         let child = command
             .stdin(Stdio::null())

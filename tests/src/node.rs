@@ -23,6 +23,8 @@ pub struct TestNode {
     pub image: String,
     /// The pod subnet.
     pub pod_cidr: String,
+    /// The kubelet API port (on 127.0.0.1).
+    pub port: u16,
     kubeconfig: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -33,6 +35,7 @@ impl TestNode {
         let cri = Daemon::start(DaemonOptions {
             pod_cidr: None,
             binary: None,
+            streaming_on_host_link: true,
         });
         let registry = Registry::start_in(Some(&cri.netns.path()), None).expect("registry");
         registry.push(&layouts(), "busybox", "busybox:1");
@@ -49,6 +52,7 @@ impl TestNode {
             name,
             image,
             pod_cidr: "10.77.0.0/24".into(),
+            port: crate::free_port(),
             kubeconfig: api.kubeconfig(),
             dir,
         };
@@ -75,6 +79,7 @@ impl TestNode {
             .arg(self.pod_log_dir())
             .args(["--pod-cidr", &self.pod_cidr, "--node-ip", "127.0.0.1"])
             .args(["--cluster-dns", "10.96.0.10"])
+            .args(["--address", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--cgroup-root")
             .arg(format!("{}/kubepods", self.cri.cgroup_root))
             .env("RUST_LOG", "info");

@@ -238,7 +238,7 @@ where
                 return;
             }
         }
-        let _ = sink.close().await;
+        super::websocket::close_normally(&mut sink).await;
     });
     let mut inputs = Vec::new();
     let mut tasks = Vec::new();

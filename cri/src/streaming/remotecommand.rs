@@ -255,7 +255,7 @@ where
                 return;
             }
         }
-        let _ = sink.close().await;
+        super::websocket::close_normally(&mut sink).await;
     });
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(32);
     let (resize_tx, resize_rx) = mpsc::channel::<TermSize>(8);

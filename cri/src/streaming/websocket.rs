@@ -117,6 +117,20 @@ impl Framing {
     }
 }
 
+/// Ends a WebSocket with a normal closure (1000). A close frame without a code reads as 1005
+/// "no status" to gorilla/websocket, which kubectl reports as an error on the last stream.
+pub async fn close_normally<K>(sink: &mut K)
+where
+    K: futures::Sink<Message> + Unpin,
+{
+    let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.close().await;
+}
+
 /// The WebSocket's binary messages as a byte stream (the SPDY tunnel of
 /// `v2.portforward.k8s.io`): each write becomes one binary message.
 pub struct ByteStream;
@@ -154,7 +168,7 @@ impl ByteStream {
                         }
                     }
                 }
-                let _ = sink.close().await;
+                close_normally(&mut sink).await;
             };
             // The tunnel ends when the SPDY side closes; a peer that closed first ends the
             // inbound half, which the SPDY connection sees as end of input.

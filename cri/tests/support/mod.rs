@@ -42,6 +42,7 @@ pub mod daemon {
             e2e::cri::DaemonOptions {
                 pod_cidr: o.pod_cidr,
                 binary: Some(env!("CARGO_BIN_EXE_cri").into()),
+                streaming_on_host_link: false,
             }
         }
     }
