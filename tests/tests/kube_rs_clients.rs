@@ -152,6 +152,52 @@ async fn concurrent_compare_and_swap_updates_give_one_winner_per_revision() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_patches_without_a_resource_version_all_apply() {
+    let server = ApiServer::start().unwrap();
+    let client = server.client().await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    api.create(&PostParams::default(), &cm("shared", "0"))
+        .await
+        .unwrap();
+    let patches = (0..20).map(|i| {
+        let api = api.clone();
+        async move {
+            let patch = serde_json::json!({"data": {format!("k{i}"): "v"}});
+            api.patch(
+                "shared",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        }
+    });
+    for result in futures::future::join_all(patches).await {
+        result.expect("a patch without a precondition is retried on a lost race, never 409");
+    }
+    let keys = api
+        .get("shared")
+        .await
+        .unwrap()
+        .data
+        .unwrap_or_default()
+        .len();
+    assert_eq!(keys, 21, "every patch landed");
+    // A patch that names a stale resourceVersion is a precondition, and fails.
+    let stale = serde_json::json!({"metadata": {"resourceVersion": "1"}, "data": {"x": "y"}});
+    match api
+        .patch(
+            "shared",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&stale),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409),
+        other => panic!("expected 409, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kube_runtime_watcher_and_reflector_follow_the_server() {
     let server = ApiServer::start().unwrap();
     let client = server.client().await.unwrap();

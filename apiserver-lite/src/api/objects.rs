@@ -599,7 +599,16 @@ async fn guarded_update(
             Change::Replace(body) => (*body).clone(),
             Change::Patch(kind, doc) => apply_patch(r, &base, *kind, doc)?,
         };
-        let precondition = meta::resource_version(&changed).map(String::from);
+        // A replacement's resourceVersion is a precondition. A patch applies to the current
+        // object, so the merged result carries its resourceVersion: only a patch that set a
+        // different one asks for a precondition (and if it set the current one, a concurrent
+        // write shows up as a difference on the retry).
+        let precondition = match &change {
+            Change::Replace(_) => meta::resource_version(&changed).map(String::from),
+            Change::Patch(..) => meta::resource_version(&changed)
+                .filter(|rv| Some(*rv) != meta::resource_version(&base))
+                .map(String::from),
+        };
         if let Some(rv) = &precondition
             && *rv != kv.mod_revision.to_string()
         {
