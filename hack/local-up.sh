@@ -139,8 +139,10 @@ A one-node cluster is up (node $NODE_NAME, pods in $POD_CIDR). In another shell:
 
   export KUBECONFIG=$api_dir/admin.kubeconfig
   kubectl get nodes
-  kubectl create deployment web --image=busybox:1 -- httpd -f -p 8080
+  kubectl create deployment web --image=busybox:1 -- httpd -f -p 8080 -h /etc
+  kubectl rollout status deployment/web
   kubectl get pods -o wide
+  kubectl logs deployment/web; kubectl exec deploy/web -- hostname
 
 Logs: $logs/{apiserver,cri,agent}.log. Ctrl-C stops the cluster and removes its containers.
 EOF

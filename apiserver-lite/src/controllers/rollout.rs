@@ -183,13 +183,18 @@ pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -
 }
 
 /// A template as JSON without the pod-template-hash label and without empty values (null,
-/// `{}`, `[]`), so that a template that went through a client which writes `resources: {}`
-/// (kubectl does, Go structs have no "absent") compares equal to the same template without
-/// it, as upstream's semantic equality has it.
+/// `{}`, `[]`, `false`, `0`, `""`), so that a template that went through a client which writes
+/// `resources: {}` or `stdin: false` (kubectl does: Go structs have no "absent", and protobuf
+/// bodies carry zero values) compares equal to the same template without them, as upstream's
+/// semantic equality has it. Fields whose zero differs from their absence all have defaults,
+/// which the server fills in, so both sides carry them.
 pub fn canonical(template: &PodTemplateSpec) -> serde_json::Value {
     fn prune(v: &mut serde_json::Value) -> bool {
         match v {
             serde_json::Value::Null => true,
+            serde_json::Value::Bool(b) => !*b,
+            serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
+            serde_json::Value::String(s) => s.is_empty(),
             serde_json::Value::Object(map) => {
                 map.retain(|_, v| !prune(v));
                 map.is_empty()
@@ -200,7 +205,6 @@ pub fn canonical(template: &PodTemplateSpec) -> serde_json::Value {
                 }
                 items.is_empty()
             }
-            _ => false,
         }
     }
     let mut v = serde_json::to_value(template).unwrap_or_default();
@@ -673,6 +677,13 @@ mod tests {
         if let Some(spec) = with_empties.spec.as_mut() {
             spec.containers[0].resources = Some(Default::default());
             spec.volumes = Some(Vec::new());
+            // What a protobuf body from `kubectl create deployment` carries.
+            spec.containers[0].stdin = Some(false);
+            spec.containers[0].tty = Some(false);
+            spec.host_network = Some(false);
+        }
+        if let Some(meta) = with_empties.metadata.as_mut() {
+            meta.generation = Some(0);
         }
         assert!(equal_ignoring_hash(&plain, &with_empties));
         assert_eq!(
