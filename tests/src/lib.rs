@@ -232,6 +232,25 @@ impl ApiServer {
         self.data_dir.path().join("admin.kubeconfig")
     }
 
+    /// `kubectl get <what> -o jsonpath=<path>`, trimmed; empty when the get fails.
+    pub fn jsonpath(&self, what: &[&str], path: &str) -> String {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        let expr = format!("-o=jsonpath={path}");
+        args.push(&expr);
+        let run = self.kubectl(&args);
+        if run.success() {
+            run.ok().trim().to_string()
+        } else {
+            String::new()
+        }
+    }
+
+    /// `kubectl apply -f -` of `manifest`, which must succeed.
+    pub fn apply(&self, manifest: &str) {
+        self.kubectl_stdin(&["apply", "-f", "-"], manifest).ok();
+    }
+
     /// Runs `/usr/bin/kubectl` with the admin kubeconfig.
     pub fn kubectl(&self, args: &[&str]) -> Run {
         self.kubectl_with("kubectl", args, None)
@@ -308,15 +327,17 @@ pub fn run_kubectl(
 
 /// Polls `f` every 100 ms until it holds; panics after 30 s naming `what`.
 #[track_caller]
-pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
+pub fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(30), f);
+}
+
+/// Polls `f` until it holds, panicking after `within`.
+pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("timed out waiting for {what}");
 }
 
 /// What a command printed.

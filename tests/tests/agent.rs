@@ -7,32 +7,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::node::TestNode;
-use e2e::{ApiServer, Run};
-
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn jsonpath(api: &ApiServer, what: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    let expr = format!("-o=jsonpath={path}");
-    args.push(&expr);
-    let run: Run = api.kubectl(&args);
-    if run.success() {
-        run.ok().trim().to_string()
-    } else {
-        String::new()
-    }
-}
-
-fn apply(api: &ApiServer, manifest: &str) {
-    api.kubectl_stdin(&["apply", "-f", "-"], manifest).ok();
-}
+use e2e::{ApiServer, wait_until};
 
 fn pod(name: &str, image: &str, extra: &str) -> String {
     format!(
@@ -58,33 +33,28 @@ fn a_node_registers_and_runs_pods_through_their_lives() {
     let image = node.image.clone();
 
     wait_until("the node to be Ready", Duration::from_secs(30), || {
-        jsonpath(
-            &api,
+        api.jsonpath(
             &["node", &node.name],
             "{.status.conditions[?(@.type==\"Ready\")].status}",
         ) == "True"
     });
-    let pods_capacity = jsonpath(&api, &["node", &node.name], "{.status.capacity.pods}");
+    let pods_capacity = api.jsonpath(&["node", &node.name], "{.status.capacity.pods}");
     assert_eq!(pods_capacity, "110");
     assert!(
-        jsonpath(
-            &api,
+        api.jsonpath(
             &["node", &node.name],
             "{.status.nodeInfo.containerRuntimeVersion}"
         )
         .starts_with("cri-lite://")
     );
-    let holder = jsonpath(
-        &api,
+    let holder = api.jsonpath(
         &["lease", "-n", "kube-node-lease", &node.name],
         "{.spec.holderIdentity}",
     );
     assert_eq!(holder, node.name);
 
     // A web server: init container writes the page into an emptyDir, env from a ConfigMap.
-    apply(
-        &api,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: default}\ndata: {greeting: hello-from-configmap}\n",
+    api.apply("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: default}\ndata: {greeting: hello-from-configmap}\n",
     );
     let web = format!(
         "apiVersion: v1
@@ -118,34 +88,25 @@ spec:
     - {{name: settings, mountPath: /etc/settings}}
 "
     );
-    apply(&api, &web);
+    api.apply(&web);
     wait_until("web to run", Duration::from_secs(60), || {
-        jsonpath(&api, &["pod", "web"], "{.status.phase}") == "Running"
+        api.jsonpath(&["pod", "web"], "{.status.phase}") == "Running"
     });
-    let ip = jsonpath(&api, &["pod", "web"], "{.status.podIP}");
+    let ip = api.jsonpath(&["pod", "web"], "{.status.podIP}");
     assert!(ip.starts_with("10.77.0."), "{ip}");
+    assert_eq!(api.jsonpath(&["pod", "web"], "{.spec.nodeName}"), node.name);
     assert_eq!(
-        jsonpath(&api, &["pod", "web"], "{.spec.nodeName}"),
-        node.name
-    );
-    assert_eq!(
-        jsonpath(
-            &api,
-            &["pod", "web"],
-            "{.status.containerStatuses[0].ready}"
-        ),
+        api.jsonpath(&["pod", "web"], "{.status.containerStatuses[0].ready}"),
         "true"
     );
     assert_eq!(
-        jsonpath(
-            &api,
+        api.jsonpath(
             &["pod", "web"],
             "{.status.initContainerStatuses[0].state.terminated.reason}"
         ),
         "Completed"
     );
-    let conditions = jsonpath(
-        &api,
+    let conditions = api.jsonpath(
         &["pod", "web"],
         "{range .status.conditions[*]}{.type}={.status} {end}",
     );
@@ -168,48 +129,38 @@ spec:
     );
 
     // Restart policies: Never ends Failed with the exit code; a crash loop backs off.
-    apply(
-        &api,
-        &pod("once", &image, "  restartPolicy: Never").replace(
-            &format!("image: {image}\n"),
-            &format!("image: {image}\n    command: [sh, -c, 'echo bye; exit 3']\n"),
-        ),
-    );
-    apply(
-        &api,
-        &pod("crash", &image, "").replace(
-            &format!("image: {image}\n"),
-            &format!("image: {image}\n    command: [sh, -c, 'exit 1']\n"),
-        ),
-    );
+    api.apply(&pod("once", &image, "  restartPolicy: Never").replace(
+        &format!("image: {image}\n"),
+        &format!("image: {image}\n    command: [sh, -c, 'echo bye; exit 3']\n"),
+    ));
+    api.apply(&pod("crash", &image, "").replace(
+        &format!("image: {image}\n"),
+        &format!("image: {image}\n    command: [sh, -c, 'exit 1']\n"),
+    ));
     wait_until("once to fail", Duration::from_secs(60), || {
-        jsonpath(&api, &["pod", "once"], "{.status.phase}") == "Failed"
+        api.jsonpath(&["pod", "once"], "{.status.phase}") == "Failed"
     });
     assert_eq!(
-        jsonpath(
-            &api,
+        api.jsonpath(
             &["pod", "once"],
             "{.status.containerStatuses[0].state.terminated.exitCode}"
         ),
         "3"
     );
     assert_eq!(
-        jsonpath(
-            &api,
+        api.jsonpath(
             &["pod", "once"],
             "{.status.containerStatuses[0].state.terminated.reason}"
         ),
         "Error"
     );
     wait_until("crash to loop", Duration::from_secs(60), || {
-        jsonpath(
-            &api,
+        api.jsonpath(
             &["pod", "crash"],
             "{.status.containerStatuses[0].state.waiting.reason}",
         ) == "CrashLoopBackOff"
     });
-    let message = jsonpath(
-        &api,
+    let message = api.jsonpath(
         &["pod", "crash"],
         "{.status.containerStatuses[0].state.waiting.message}",
     );
@@ -218,16 +169,14 @@ spec:
         "{message}"
     );
     assert_eq!(
-        jsonpath(
-            &api,
+        api.jsonpath(
             &["pod", "crash"],
             "{.status.containerStatuses[0].restartCount}"
         ),
         "1"
     );
     assert_eq!(
-        jsonpath(
-            &api,
+        api.jsonpath(
             &["pod", "crash"],
             "{.status.containerStatuses[0].lastState.terminated.exitCode}"
         ),
@@ -270,18 +219,14 @@ spec:
 fn a_restarted_agent_adopts_running_pods_without_restarting_them() {
     let api = ApiServer::start().expect("apiserver-lite");
     let mut node = TestNode::start(&api);
-    apply(
-        &api,
-        &pod("steady", &node.image, "").replace(
-            &format!("image: {}\n", node.image),
-            &format!("image: {}\n    command: [sleep, '3600']\n", node.image),
-        ),
-    );
+    api.apply(&pod("steady", &node.image, "").replace(
+        &format!("image: {}\n", node.image),
+        &format!("image: {}\n    command: [sleep, '3600']\n", node.image),
+    ));
     wait_until("steady to run", Duration::from_secs(60), || {
-        jsonpath(&api, &["pod", "steady"], "{.status.phase}") == "Running"
+        api.jsonpath(&["pod", "steady"], "{.status.phase}") == "Running"
     });
-    let id = jsonpath(
-        &api,
+    let id = api.jsonpath(
         &["pod", "steady"],
         "{.status.containerStatuses[0].containerID}",
     );
@@ -290,16 +235,14 @@ fn a_restarted_agent_adopts_running_pods_without_restarting_them() {
     node.start_agent();
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(
-        jsonpath(
-            &api,
+        api.jsonpath(
             &["pod", "steady"],
             "{.status.containerStatuses[0].containerID}"
         ),
         id
     );
     assert_eq!(
-        jsonpath(
-            &api,
+        api.jsonpath(
             &["pod", "steady"],
             "{.status.containerStatuses[0].restartCount}"
         ),
@@ -349,36 +292,25 @@ spec:
 ",
         node.image
     );
-    apply(&api, &manifest);
+    api.apply(&manifest);
     wait_until("probed to run", Duration::from_secs(60), || {
-        jsonpath(&api, &["pod", "probed"], "{.status.phase}") == "Running"
+        api.jsonpath(&["pod", "probed"], "{.status.phase}") == "Running"
     });
     assert_eq!(
-        jsonpath(
-            &api,
-            &["pod", "probed"],
-            "{.status.containerStatuses[0].ready}"
-        ),
+        api.jsonpath(&["pod", "probed"], "{.status.containerStatuses[0].ready}"),
         "false",
         "not ready before the readiness probe passes"
     );
     wait_until(
         "the readiness probe to pass",
         Duration::from_secs(30),
-        || {
-            jsonpath(
-                &api,
-                &["pod", "probed"],
-                "{.status.containerStatuses[0].ready}",
-            ) == "true"
-        },
+        || api.jsonpath(&["pod", "probed"], "{.status.containerStatuses[0].ready}") == "true",
     );
     wait_until(
         "the liveness probe to restart the container",
         Duration::from_secs(60),
         || {
-            jsonpath(
-                &api,
+            api.jsonpath(
                 &["pod", "probed"],
                 "{.status.containerStatuses[0].restartCount}",
             ) == "1"
@@ -446,9 +378,9 @@ spec:
         dir = shared.path().display(),
         image = node.image
     );
-    apply(&api, &manifest);
+    api.apply(&manifest);
     wait_until("hooked to run", Duration::from_secs(60), || {
-        jsonpath(&api, &["pod", "hooked"], "{.status.phase}") == "Running"
+        api.jsonpath(&["pod", "hooked"], "{.status.phase}") == "Running"
     });
     let post = std::fs::read_to_string(shared.path().join("post-start")).unwrap_or_default();
     assert_eq!(
@@ -468,10 +400,10 @@ spec:
     wait_until(
         "the deadline to end the pod",
         Duration::from_secs(60),
-        || jsonpath(&api, &["pod", "deadline"], "{.status.phase}") == "Failed",
+        || api.jsonpath(&["pod", "deadline"], "{.status.phase}") == "Failed",
     );
     assert_eq!(
-        jsonpath(&api, &["pod", "deadline"], "{.status.reason}"),
+        api.jsonpath(&["pod", "deadline"], "{.status.reason}"),
         "DeadlineExceeded"
     );
     let (_, containers) = node.cri.runtime_objects();
@@ -483,10 +415,8 @@ spec:
     );
 
     // Bound straight to the node, a pod that does not fit is rejected at admission.
-    apply(
-        &api,
-        &format!(
-            "apiVersion: v1
+    api.apply(&format!(
+        "apiVersion: v1
 kind: Pod
 metadata: {{name: huge, namespace: default}}
 spec:
@@ -496,18 +426,17 @@ spec:
     image: {}
     resources: {{requests: {{cpu: '100'}}}}
 ",
-            node.name, node.image
-        ),
-    );
+        node.name, node.image
+    ));
     wait_until("huge to be rejected", Duration::from_secs(30), || {
-        jsonpath(&api, &["pod", "huge"], "{.status.phase}") == "Failed"
+        api.jsonpath(&["pod", "huge"], "{.status.phase}") == "Failed"
     });
     assert_eq!(
-        jsonpath(&api, &["pod", "huge"], "{.status.reason}"),
+        api.jsonpath(&["pod", "huge"], "{.status.reason}"),
         "OutOfcpu"
     );
     assert_eq!(
-        jsonpath(&api, &["pod", "huge"], "{.status.message}"),
+        api.jsonpath(&["pod", "huge"], "{.status.message}"),
         "Pod was rejected: Node didn't have enough resource: cpu"
     );
 }

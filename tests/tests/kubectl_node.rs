@@ -8,32 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::node::TestNode;
-use e2e::{ApiServer, Run};
-
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn jsonpath(api: &ApiServer, what: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    let expr = format!("-o=jsonpath={path}");
-    args.push(&expr);
-    let run: Run = api.kubectl(&args);
-    if run.success() {
-        run.ok().trim().to_string()
-    } else {
-        String::new()
-    }
-}
-
-fn apply(api: &ApiServer, manifest: &str) {
-    api.kubectl_stdin(&["apply", "-f", "-"], manifest).ok();
-}
+use e2e::{ApiServer, wait_until};
 
 fn pod(name: &str, image: &str, restart: &str, command: &str) -> String {
     format!(
@@ -59,7 +34,7 @@ spec:
 
 fn wait_running(api: &ApiServer, name: &str) {
     wait_until(&format!("{name} to run"), Duration::from_secs(60), || {
-        jsonpath(api, &["pod", name], "{.status.phase}") == "Running"
+        api.jsonpath(&["pod", name], "{.status.phase}") == "Running"
     });
 }
 
@@ -69,8 +44,7 @@ fn kubectl_logs_exec_port_forward_and_cp_reach_pods_through_the_kubelet_api() {
     let node = TestNode::start(&api);
     let image = node.image.clone();
     wait_until("the node to be Ready", Duration::from_secs(30), || {
-        jsonpath(
-            &api,
+        api.jsonpath(
             &["node", &node.name],
             "{.status.conditions[?(@.type==\"Ready\")].status}",
         ) == "True"
@@ -85,18 +59,15 @@ fn kubectl_logs_exec_port_forward_and_cp_reach_pods_through_the_kubelet_api() {
     assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401");
 
     // A pod no node can take has no kubelet to ask.
-    apply(
-        &api,
-        &format!(
-            "apiVersion: v1
+    api.apply(&format!(
+        "apiVersion: v1
 kind: Pod
 metadata: {{name: nowhere, namespace: default}}
 spec:
   nodeSelector: {{no-such-label: x}}
   containers: [{{name: main, image: {image}}}]
 "
-        ),
-    );
+    ));
     let unscheduled = api.kubectl(&["logs", "nowhere"]);
     assert!(
         unscheduled
@@ -106,9 +77,7 @@ spec:
     );
 
     // A long-running pod with a web server and a few log lines.
-    apply(
-        &api,
-        &pod(
+    api.apply(&pod(
             "web",
             &image,
             "Always",
@@ -214,10 +183,8 @@ spec:
     port_forward_serves_http(&api, &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")]);
 
     // attach: stdin to a container that waits for it, its answer back.
-    apply(
-        &api,
-        &format!(
-            "apiVersion: v1
+    api.apply(&format!(
+        "apiVersion: v1
 kind: Pod
 metadata: {{name: listener, namespace: default}}
 spec:
@@ -230,24 +197,20 @@ spec:
     stdinOnce: true
     command: [sh, -c, 'read line; echo got $line']
 "
-        ),
-    );
+    ));
     wait_running(&api, "listener");
     let attached = api.kubectl_stdin(&["attach", "-i", "listener"], "hello\n");
     assert!(attached.stdout.contains("got hello"), "{attached:?}");
 
     // logs -f ends when the container exits.
-    apply(
-        &api,
-        &pod(
-            "counter",
-            &image,
-            "Never",
-            "for i in 1 2 3 4; do echo tick $i; sleep 1; done",
-        ),
-    );
+    api.apply(&pod(
+        "counter",
+        &image,
+        "Never",
+        "for i in 1 2 3 4; do echo tick $i; sleep 1; done",
+    ));
     wait_until("counter to start", Duration::from_secs(60), || {
-        let phase = jsonpath(&api, &["pod", "counter"], "{.status.phase}");
+        let phase = api.jsonpath(&["pod", "counter"], "{.status.phase}");
         phase == "Running" || phase == "Succeeded"
     });
     let started = Instant::now();
@@ -256,9 +219,7 @@ spec:
     assert!(started.elapsed() < Duration::from_secs(30));
 
     // --previous after a restart.
-    apply(
-        &api,
-        &pod(
+    api.apply(&pod(
             "crashy",
             &image,
             "Always",
@@ -266,8 +227,7 @@ spec:
         ),
     );
     wait_until("crashy to restart", Duration::from_secs(90), || {
-        jsonpath(
-            &api,
+        api.jsonpath(
             &["pod", "crashy"],
             "{.status.containerStatuses[0].restartCount}",
         )
