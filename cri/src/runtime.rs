@@ -401,8 +401,17 @@ impl Runtime {
         if !record.host_ipc() {
             kinds.push(NamespaceKind::Ipc);
         }
-        let pinned = namespaces::pin(&dir.join("ns"), &kinds, &record.config.hostname)
-            .map_err(host("create the pod namespaces"))?;
+        // Pinning unshares on a thread of its own and waits for it: off the async workers.
+        let (ns_dir, pin_kinds, hostname) = (
+            dir.join("ns"),
+            kinds.clone(),
+            record.config.hostname.clone(),
+        );
+        let pinned =
+            tokio::task::spawn_blocking(move || namespaces::pin(&ns_dir, &pin_kinds, &hostname))
+                .await
+                .map_err(host("create the pod namespaces"))?
+                .map_err(host("create the pod namespaces"))?;
         for (kind, path) in kinds.iter().zip(pinned) {
             match kind {
                 NamespaceKind::Net => record.netns = Some(path),
