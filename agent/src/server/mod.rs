@@ -466,16 +466,16 @@ impl Kubelet {
             .map(String::from)
             .collect();
         let container_id = self.running_container(ns, pod, container).await?;
-        let tty = flag(&query, &["tty"]);
+        let io = Stdio::of(&query);
         let url = self
             .runtime
             .exec(cri::ExecRequest {
                 container_id,
                 cmd,
-                tty,
-                stdin: flag(&query, &["input", "stdin"]),
-                stdout: flag(&query, &["output", "stdout"]),
-                stderr: !tty && flag(&query, &["error", "stderr"]),
+                tty: io.tty,
+                stdin: io.stdin,
+                stdout: io.stdout,
+                stderr: io.stderr,
             })
             .await?;
         proxy_to(req, &url).await
@@ -490,15 +490,15 @@ impl Kubelet {
     ) -> Result<Response<Body>, HttpError> {
         let query = query_pairs(req.uri().query());
         let container_id = self.running_container(ns, pod, container).await?;
-        let tty = flag(&query, &["tty"]);
+        let io = Stdio::of(&query);
         let url = self
             .runtime
             .attach(cri::AttachRequest {
                 container_id,
-                tty,
-                stdin: flag(&query, &["input", "stdin"]),
-                stdout: flag(&query, &["output", "stdout"]),
-                stderr: !tty && flag(&query, &["error", "stderr"]),
+                tty: io.tty,
+                stdin: io.stdin,
+                stdout: io.stdout,
+                stderr: io.stderr,
             })
             .await?;
         proxy_to(req, &url).await
@@ -607,4 +607,25 @@ async fn proxy_to(req: Request<Incoming>, url: &str) -> Result<Response<Body>, H
     upgrade_proxy::forward(req, &path_and_query, &authority, tcp)
         .await
         .map_err(HttpError::internal)
+}
+/// The streams an exec or attach asks for, from either spelling of the query (the
+/// apiserver's `input/output/error` or the CRI's `stdin/stdout/stderr`); a terminal merges
+/// stderr into stdout.
+struct Stdio {
+    tty: bool,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+}
+
+impl Stdio {
+    fn of(query: &[(String, String)]) -> Self {
+        let tty = flag(query, &["tty"]);
+        Stdio {
+            tty,
+            stdin: flag(query, &["input", "stdin"]),
+            stdout: flag(query, &["output", "stdout"]),
+            stderr: !tty && flag(query, &["error", "stderr"]),
+        }
+    }
 }
