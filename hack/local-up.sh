@@ -26,7 +26,7 @@ BRIDGE="${BRIDGE:-cri0}"
 
 [[ $(id -u) == 0 ]] || { echo "local-up: run as root (namespaces, cgroups, mounts, nftables)" >&2; exit 1; }
 
-packages=(runc nftables iproute2 util-linux umoci skopeo busybox-static catatonit curl)
+packages=(protobuf-compiler libprotobuf-dev runc nftables iproute2 util-linux umoci skopeo busybox-static catatonit curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(protobuf-compiler etcd-server sqlite3 ca-certificates
+packages=(protobuf-compiler libprotobuf-dev etcd-server sqlite3 ca-certificates
   runc docker-registry skopeo umoci busybox-static catatonit nftables iproute2 util-linux python3)
 missing=()
 for p in "${packages[@]}"; do
