@@ -5,6 +5,7 @@
 
 pub mod deployment;
 pub mod gc;
+pub mod job;
 pub mod per_namespace;
 pub mod replicaset;
 pub mod rollout;
@@ -249,6 +250,8 @@ pub enum Which {
     ServiceAccount,
     /// The `kube-root-ca.crt` ConfigMap in every namespace.
     RootCaPublisher,
+    /// Runs Jobs' pods to completion; deletes finished Jobs after their TTL.
+    Job,
 }
 
 impl Which {
@@ -259,6 +262,7 @@ impl Which {
         Which::GarbageCollector,
         Which::ServiceAccount,
         Which::RootCaPublisher,
+        Which::Job,
     ];
 }
 
@@ -295,6 +299,7 @@ pub async fn run(
             Which::ReplicaSet => tokio::spawn(replicaset::run(client, shutdown)),
             Which::Deployment => tokio::spawn(deployment::run(client, shutdown)),
             Which::GarbageCollector => tokio::spawn(gc::run(client, shutdown)),
+            Which::Job => tokio::spawn(job::run(client, shutdown)),
             Which::ServiceAccount => {
                 tokio::spawn(per_namespace::run_service_accounts(client, shutdown))
             }

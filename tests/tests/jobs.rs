@@ -1,0 +1,229 @@
+//! Jobs end to end on a real node: apiserver-lite with its scheduler and Job controller, our
+//! `cri` running busybox through runc, and the `agent`. Jobs created with real `kubectl` run
+//! to completion (NonIndexed, Indexed with `JOB_COMPLETION_INDEX`), fail on their backoff
+//! limit or deadline, wait while suspended, and go away after their TTL.
+
+use std::time::Duration;
+
+use e2e::node::TestNode;
+use e2e::{ApiServer, wait_until};
+
+fn job(name: &str, image: &str, spec: &str, command: &str) -> String {
+    format!(
+        "apiVersion: batch/v1
+kind: Job
+metadata: {{name: {name}, namespace: default}}
+spec:
+{spec}
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {image}
+        command: [sh, -c, '{command}']
+"
+    )
+}
+
+fn condition(api: &ApiServer, name: &str, kind: &str, field: &str) -> String {
+    api.jsonpath(
+        &["job", name],
+        &format!("{{.status.conditions[?(@.type==\"{kind}\")].{field}}}"),
+    )
+}
+
+#[test]
+fn jobs_run_to_completion_fail_on_limits_suspend_and_expire() {
+    let api = ApiServer::start().expect("apiserver-lite");
+    let node = TestNode::start(&api);
+    let image = node.image.clone();
+    wait_until("the node to be Ready", Duration::from_secs(30), || {
+        api.jsonpath(
+            &["node", &node.name],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) == "True"
+    });
+
+    // kubectl's own generator: one pod, runs once, logs readable through the job.
+    api.kubectl(&[
+        "create",
+        "job",
+        "hello",
+        "--image",
+        &image,
+        "--",
+        "sh",
+        "-c",
+        "echo hello-from-job",
+    ])
+    .ok();
+    // Indexed, two at a time: each pod sees its index.
+    api.apply(&job(
+        "indexed",
+        &image,
+        "  completions: 3\n  parallelism: 2\n  completionMode: Indexed",
+        "echo index=$JOB_COMPLETION_INDEX host=$(hostname)",
+    ));
+    // Fails every time: one retry after the 10 s back-off, then BackoffLimitExceeded.
+    api.apply(&job("failing", &image, "  backoffLimit: 1", "exit 3"));
+    // Runs past its deadline.
+    api.apply(&job(
+        "slow",
+        &image,
+        "  activeDeadlineSeconds: 3",
+        "sleep 60",
+    ));
+    // Suspended at creation: no pod until resumed.
+    api.apply(&job("later", &image, "  suspend: true", "echo resumed"));
+    // Deleted (with its pod) as soon as it finished.
+    api.apply(&job(
+        "ephemeral",
+        &image,
+        "  ttlSecondsAfterFinished: 0",
+        "true",
+    ));
+
+    api.kubectl(&[
+        "wait",
+        "--for=condition=complete",
+        "job/hello",
+        "job/indexed",
+        "--timeout=90s",
+    ])
+    .ok();
+    assert_eq!(api.jsonpath(&["job", "hello"], "{.status.succeeded}"), "1");
+    assert_eq!(
+        api.kubectl(&["logs", "job/hello"]).ok().trim(),
+        "hello-from-job"
+    );
+    assert!(
+        !api.jsonpath(&["job", "hello"], "{.status.completionTime}")
+            .is_empty()
+    );
+    // Counted pods lose the tracking finalizer and stay as Completed pods.
+    let finalizers = api.jsonpath(
+        &["pods", "-l", "job-name=hello"],
+        "{.items[*].metadata.finalizers}",
+    );
+    assert!(!finalizers.contains("job-tracking"), "{finalizers}");
+    assert_eq!(
+        api.jsonpath(&["job", "indexed"], "{.status.completedIndexes}"),
+        "0-2"
+    );
+    assert_eq!(
+        api.jsonpath(&["job", "indexed"], "{.status.succeeded}"),
+        "3"
+    );
+    let pods = api.jsonpath(
+        &["pods", "-l", "job-name=indexed"],
+        "{range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+    );
+    let mut seen: Vec<String> = pods
+        .lines()
+        .map(|pod| api.kubectl(&["logs", pod]).ok().trim().to_string())
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "index=0 host=indexed-0",
+            "index=1 host=indexed-1",
+            "index=2 host=indexed-2"
+        ]
+    );
+
+    api.kubectl(&[
+        "wait",
+        "--for=condition=failed",
+        "job/slow",
+        "--timeout=60s",
+    ])
+    .ok();
+    assert_eq!(
+        condition(&api, "slow", "Failed", "reason"),
+        "DeadlineExceeded"
+    );
+    wait_until("the slow job's pod to go", Duration::from_secs(30), || {
+        api.jsonpath(&["pods", "-l", "job-name=slow"], "{.items[*].status.phase}")
+            .split_whitespace()
+            .all(|p| p == "Failed" || p == "Succeeded")
+    });
+
+    api.kubectl(&[
+        "wait",
+        "--for=condition=failed",
+        "job/failing",
+        "--timeout=90s",
+    ])
+    .ok();
+    assert_eq!(
+        condition(&api, "failing", "Failed", "reason"),
+        "BackoffLimitExceeded"
+    );
+    assert_eq!(api.jsonpath(&["job", "failing"], "{.status.failed}"), "2");
+    let events = api.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=failing",
+    ]);
+    assert!(events.ok().contains("BackoffLimitExceeded"));
+
+    assert_eq!(
+        api.jsonpath(
+            &["pods", "-l", "job-name=later"],
+            "{.items[*].metadata.name}"
+        ),
+        ""
+    );
+    assert_eq!(condition(&api, "later", "Suspended", "status"), "True");
+    api.kubectl(&[
+        "patch",
+        "job",
+        "later",
+        "-p",
+        "{\"spec\":{\"suspend\":false}}",
+    ])
+    .ok();
+    api.kubectl(&[
+        "wait",
+        "--for=condition=complete",
+        "job/later",
+        "--timeout=60s",
+    ])
+    .ok();
+    assert_eq!(
+        condition(&api, "later", "Suspended", "reason"),
+        "JobResumed"
+    );
+
+    // Deleted in the background: the garbage collector takes its pods, and the controller
+    // releases their tracking finalizers although their job is gone.
+    api.kubectl(&["delete", "job", "indexed"]).ok();
+    wait_until(
+        "the indexed job's pods to be gone",
+        Duration::from_secs(30),
+        || {
+            api.jsonpath(
+                &["pods", "-l", "job-name=indexed"],
+                "{.items[*].metadata.name}",
+            )
+            .is_empty()
+        },
+    );
+
+    wait_until(
+        "the TTL to delete the finished job",
+        Duration::from_secs(60),
+        || !api.kubectl(&["get", "job", "ephemeral"]).success(),
+    );
+    wait_until("its pod to be collected", Duration::from_secs(30), || {
+        api.jsonpath(
+            &["pods", "-l", "job-name=ephemeral"],
+            "{.items[*].metadata.name}",
+        )
+        .is_empty()
+    });
+}
