@@ -9,6 +9,7 @@
 /// The Kubernetes version whose API this workspace serves.
 pub const KUBERNETES_VERSION: &str = "v1.33.0";
 
+pub mod cron;
 pub mod defaults;
 pub mod fields;
 pub mod meta;

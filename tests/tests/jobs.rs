@@ -227,3 +227,120 @@ fn jobs_run_to_completion_fail_on_limits_suspend_and_expire() {
         .is_empty()
     });
 }
+
+#[test]
+fn cronjobs_start_jobs_on_schedule_and_keep_their_history() {
+    let api = ApiServer::start().expect("apiserver-lite");
+    let node = TestNode::start(&api);
+    let image = node.image.clone();
+    api.kubectl(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image",
+        &image,
+        "--schedule",
+        "* * * * *",
+        "--",
+        "sh",
+        "-c",
+        "echo tick",
+    ])
+    .ok();
+    let uid = api.jsonpath(&["cronjob", "tick"], "{.metadata.uid}");
+    // Four finished runs from "earlier": one more than the default history of 3.
+    for (i, minute) in ["10", "11", "12", "13"].iter().enumerate() {
+        api.apply(&format!(
+            "apiVersion: batch/v1
+kind: Job
+metadata:
+  name: old-{i}
+  namespace: default
+  ownerReferences:
+  - {{apiVersion: batch/v1, kind: CronJob, name: tick, uid: {uid}, controller: true}}
+spec:
+  suspend: true
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{{name: main, image: {image}}}]
+"
+        ));
+        let status = format!(
+            "{{\"status\":{{\"startTime\":\"2026-01-01T10:{minute}:00Z\",\
+             \"completionTime\":\"2026-01-01T10:{minute}:01Z\",\"succeeded\":1,\
+             \"conditions\":[{{\"type\":\"Complete\",\"status\":\"True\"}}]}}}}"
+        );
+        api.kubectl(&[
+            "patch",
+            "job",
+            &format!("old-{i}"),
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ])
+        .ok();
+    }
+    wait_until(
+        "the oldest finished job to be pruned",
+        Duration::from_secs(20),
+        || !api.kubectl(&["get", "job", "old-0"]).success(),
+    );
+    assert!(api.kubectl(&["get", "job", "old-1"]).success());
+
+    // The first scheduled run: at most a minute away.
+    wait_until("a scheduled run", Duration::from_secs(70), || {
+        !api.jsonpath(&["cronjob", "tick"], "{.status.lastScheduleTime}")
+            .is_empty()
+    });
+    let last = api.jsonpath(&["cronjob", "tick"], "{.status.lastScheduleTime}");
+    let scheduled: jiff::Timestamp = last.parse().expect("lastScheduleTime");
+    assert_eq!(scheduled.as_second() % 60, 0, "{last}");
+    let name = format!("tick-{}", scheduled.as_second() / 60);
+    assert_eq!(
+        api.jsonpath(
+            &["job", &name],
+            "{.metadata.annotations.batch\\.kubernetes\\.io/cronjob-scheduled-timestamp}"
+        ),
+        last.replace('Z', "+00:00")
+    );
+    api.kubectl(&[
+        "wait",
+        "--for=condition=complete",
+        &format!("job/{name}"),
+        "--timeout=60s",
+    ])
+    .ok();
+    assert_eq!(
+        api.kubectl(&["logs", &format!("job/{name}")]).ok().trim(),
+        "tick"
+    );
+    wait_until(
+        "the run to count as the last success",
+        Duration::from_secs(20),
+        || {
+            api.jsonpath(&["cronjob", "tick"], "{.status.lastSuccessfulTime}")
+                .as_str()
+                > "2026-01-01T10:13:01Z"
+                && api
+                    .jsonpath(&["cronjob", "tick"], "{.status.active}")
+                    .is_empty()
+        },
+    );
+    // History still 3: the next oldest went.
+    wait_until("history to stay at three", Duration::from_secs(20), || {
+        !api.kubectl(&["get", "job", "old-1"]).success()
+    });
+    let events = api.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=tick",
+    ]);
+    let events = events.ok();
+    assert!(
+        events.contains("SuccessfulCreate") && events.contains("SawCompletedJob"),
+        "{events}"
+    );
+}

@@ -3,6 +3,7 @@
 //! holds what they share: the error type, pod helpers, owner references, and [`run`], which
 //! starts the controllers asked for.
 
+pub mod cronjob;
 pub mod deployment;
 pub mod gc;
 pub mod job;
@@ -252,6 +253,8 @@ pub enum Which {
     RootCaPublisher,
     /// Runs Jobs' pods to completion; deletes finished Jobs after their TTL.
     Job,
+    /// Creates Jobs on CronJobs' schedules.
+    CronJob,
 }
 
 impl Which {
@@ -263,6 +266,7 @@ impl Which {
         Which::ServiceAccount,
         Which::RootCaPublisher,
         Which::Job,
+        Which::CronJob,
     ];
 }
 
@@ -300,6 +304,7 @@ pub async fn run(
             Which::Deployment => tokio::spawn(deployment::run(client, shutdown)),
             Which::GarbageCollector => tokio::spawn(gc::run(client, shutdown)),
             Which::Job => tokio::spawn(job::run(client, shutdown)),
+            Which::CronJob => tokio::spawn(cronjob::run(client, shutdown)),
             Which::ServiceAccount => {
                 tokio::spawn(per_namespace::run_service_accounts(client, shutdown))
             }
