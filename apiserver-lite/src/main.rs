@@ -326,18 +326,27 @@ async fn run() -> anyhow::Result<()> {
     eprintln!("admin kubeconfig: {}", kubeconfig.display());
     eprintln!("  export KUBECONFIG={}", kubeconfig.display());
 
-    // Bound before serving, so a DNS address that cannot be had stops the start.
+    // Bound before serving, so a DNS address given that cannot be had stops the start.
     let dns_server = if args.dns.cluster_dns {
         let options = args
             .dns
             .options(advertise, &args.service_cluster_ip_range.to_string())
             .map_err(anyhow::Error::msg)?;
-        let dns_server = clusterdns::Dns::bind(options).await?;
-        eprintln!(
-            "cluster DNS serving on {} (UDP and TCP)",
-            dns_server.local_addr()
-        );
-        Some(dns_server)
+        match clusterdns::Dns::bind(options).await {
+            Ok(dns_server) => {
+                eprintln!(
+                    "cluster DNS serving on {} (UDP and TCP)",
+                    dns_server.local_addr()
+                );
+                Some(dns_server)
+            }
+            // The default address (the advertise address) may not be one of this host's.
+            Err(error) if args.dns.dns_bind_address.is_none() => {
+                tracing::warn!(%error, "cluster DNS not started: give --dns-bind-address");
+                None
+            }
+            Err(error) => return Err(error.into()),
+        }
     } else {
         None
     };

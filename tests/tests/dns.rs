@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::{ApiServer, Process, ServerOptions, free_port, wait_for, workspace_bin};
+use e2e::{ApiServer, Process, ServerOptions, free_port, wait_for, wait_until, workspace_bin};
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -476,4 +476,95 @@ fn dns_only_serves_from_another_api_server_and_cluster_dns_false_turns_it_off() 
         "{status:?}\n{}",
         dns_only.log()
     );
+}
+
+/// From inside a real pod (our runtime and agent): busybox `nslookup` against the cluster DNS
+/// (`--dns-only`, listening on the host end of the node's link, port 53) resolves a Service,
+/// a headless Service and a name outside the cluster, and sees an endpoint move.
+#[test]
+fn a_pod_resolves_services_through_the_cluster_dns_and_sees_endpoints_move() {
+    let upstream = Upstream::start();
+    let api = ApiServer::start_with(ServerOptions {
+        extra_args: vec!["--cluster-dns=false".into()],
+        ..Default::default()
+    })
+    .expect("apiserver-lite starts");
+    let node = e2e::node::TestNode::start(&api);
+    // The node's namespace end of its link is .2 of a /30; the host end is .1.
+    let ns_ip: Ipv4Addr = node
+        .cri
+        .streaming_address
+        .as_deref()
+        .and_then(|a| a.split(':').next())
+        .and_then(|a| a.parse().ok())
+        .expect("the node is linked to the host");
+    let host_ip = Ipv4Addr::from(u32::from(ns_ip) - 1);
+    let dns = SocketAddr::from((host_ip, 53));
+    let mut cmd = Command::new(workspace_bin("apiserver-lite"));
+    cmd.args(["--dns-only", "--kubeconfig"])
+        .arg(api.kubeconfig())
+        .args(["--dns-bind-address", &dns.to_string()])
+        .args(["--dns-upstream", &upstream.addr.to_string()]);
+    let mut dns_only = Process::spawn(
+        "apiserver-lite --dns-only",
+        cmd,
+        api.data_dir.path().join("dns-only.log"),
+    )
+    .unwrap();
+    api.apply(APPS);
+    let web_ip = api.jsonpath(&["svc", "web"], "{.spec.clusterIP}");
+    wait_for("the DNS to serve web", || {
+        assert!(dns_only.running(), "{}", dns_only.log());
+        addresses(dns, "web.default.svc.cluster.local.").contains(&web_ip)
+    });
+    let script = format!(
+        "while true; do for n in web.default.svc.cluster.local db.default.svc.cluster.local \
+         www.example.test; do nslookup $n {host_ip}; done; \
+         nslookup -type=srv _http._tcp.web.default.svc.cluster.local {host_ip}; sleep 0.5; done"
+    );
+    api.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: client, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {}
+    command: [sh, -c, {script:?}]
+",
+        node.image
+    ));
+    let logs = || api.kubectl(&["logs", "client"]).stdout;
+    wait_until("the pod's lookups", Duration::from_secs(60), || {
+        let out = logs();
+        out.contains(&format!("Address: {web_ip}"))
+            && out.contains("Address: 10.244.0.5")
+            && out.contains("Address: 10.244.0.6")
+            && out.contains("Address: 192.0.2.44")
+            && out.contains("web.default.svc.cluster.local")
+            && out.contains("100 80 web.default.svc.cluster.local")
+    });
+    api.apply(
+        r#"
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-1
+  namespace: default
+  labels: {kubernetes.io/service-name: db}
+addressType: IPv4
+endpoints:
+- {addresses: [10.244.1.9], conditions: {ready: true}}
+"#,
+    );
+    wait_until(
+        "the pod to see the moved endpoint",
+        Duration::from_secs(10),
+        || logs().contains("Address: 10.244.1.9"),
+    );
+    let status = dns_only.terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    api.kubectl(&["delete", "pod", "client", "--wait=false"])
+        .ok();
 }
