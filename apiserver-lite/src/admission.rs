@@ -270,10 +270,13 @@ impl Admission {
                 ("None", None) => "None".into(),
                 ("", None) => {
                     let mut found = None;
-                    for _ in 0..64 {
-                        let candidate = self
-                            .service_range
-                            .nth(random_in(1..self.service_range.size() - 2));
+                    let size = self.service_range.size();
+                    // As upstream, dynamic addresses come from above a low band kept for
+                    // fixed ones (the cluster DNS takes the 10th) while the rest has room.
+                    let reserved = (size / 16).clamp(16, 256).min(size - 3);
+                    for attempt in 0..64 {
+                        let low = if attempt < 48 { reserved } else { 1 };
+                        let candidate = self.service_range.nth(random_in(low..size - 2));
                         if self
                             .take(store, format!("{IP_PREFIX}{candidate}"), &who, taken)
                             .await?
@@ -558,6 +561,25 @@ mod tests {
         adm.release_service(&store, &a, None).await;
         let mut d = json!({"metadata": {"name": "d", "namespace": "d"}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}});
         adm.allocate_service(&store, &mut d, None).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dynamic_cluster_ips_stay_out_of_the_low_band_kept_for_fixed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let adm = admission();
+        for i in 0..40 {
+            let mut svc = json!({"metadata": {"name": format!("s{i}"), "namespace": "d"}, "spec": {"ports": [{"port": 80}]}});
+            adm.allocate_service(&store, &mut svc, None).await.unwrap();
+            let ip: Ipv4Addr = svc["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
+            assert!(
+                ip.octets()[3] >= 17,
+                "{ip} is in the band of fixed addresses"
+            );
+        }
+        // The cluster DNS's fixed address is still free.
+        let mut dns = json!({"metadata": {"name": "kube-dns", "namespace": "kube-system"}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 53}]}});
+        adm.allocate_service(&store, &mut dns, None).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,8 @@
 //! (routing, discovery, the verbs) → [`admission`] and [`registry`] (per-kind rules) →
 //! [`storage`]. [`nodeproxy`] carries the pod subresources served by kubelets (log, exec,
 //! attach, port-forward) past the API layer. [`bootstrap`] and [`namespaces`] are the server's own background work;
-//! [`scheduler`] is an ordinary API client that runs in the same process by default.
+//! [`scheduler`] is an ordinary API client that runs in the same process by default, as are
+//! [`controllers`] and the cluster DNS ([`dns`]).
 
 pub mod admission;
 pub mod api;
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod controllers;
 pub mod conversion;
+pub mod dns;
 pub mod namespaces;
 pub mod nodeproxy;
 pub mod pki;

@@ -16,7 +16,7 @@ use apiserver_lite::pki::{Pki, serving_names};
 use apiserver_lite::server::{Frontend, serve, tls_config};
 use apiserver_lite::storage::Store;
 use apiserver_lite::storage::sqlite::SqliteStore;
-use apiserver_lite::{bootstrap, controllers, namespaces, scheduler, storage};
+use apiserver_lite::{bootstrap, controllers, dns, namespaces, scheduler, storage};
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -83,13 +83,16 @@ struct Args {
     /// Run only the controllers, against the API server of `--kubeconfig`.
     #[arg(long)]
     controllers_only: bool,
-    /// Kubeconfig for `--scheduler-only` (default: the usual kubeconfig lookup).
+    /// Kubeconfig for `--scheduler-only`, `--controllers-only` and `--dns-only` (default: the
+    /// usual kubeconfig lookup).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// CA bundle to verify kubelets' serving certificates with (pod logs, exec, attach,
     /// port-forward); without it they are not verified, as upstream.
     #[arg(long)]
     kubelet_certificate_authority: Option<PathBuf>,
+    #[command(flatten)]
+    dns: dns::DnsFlags,
 }
 
 fn node_addresses() -> Vec<IpAddr> {
@@ -156,6 +159,37 @@ async fn run_clients_only(
     Ok(())
 }
 
+/// `--dns-only`: the cluster DNS against any API server, until SIGTERM/SIGINT.
+async fn run_dns_only(args: &Args) -> anyhow::Result<()> {
+    let config = config_from_kubeconfig(args.kubeconfig.as_deref()).await?;
+    let client = kube::Client::try_from(config)?;
+    let advertise = args.advertise_address.unwrap_or_else(|| {
+        node_addresses()
+            .first()
+            .copied()
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    });
+    let options = args
+        .dns
+        .options(advertise, &args.service_cluster_ip_range.to_string())
+        .map_err(anyhow::Error::msg)?;
+    let server = clusterdns::Dns::bind(options).await?;
+    eprintln!(
+        "cluster DNS serving on {} (UDP and TCP)",
+        server.local_addr()
+    );
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(server.run(client, shutdown_rx));
+    daemon::shutdown_signal().await;
+    let _ = shutdown_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(5), task).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(error)) => tracing::error!(%error, "cluster DNS task"),
+        Err(_) => tracing::warn!("cluster DNS did not stop in 5 s"),
+    }
+    Ok(())
+}
+
 fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
     let (a, b) = s
         .split_once('-')
@@ -198,6 +232,9 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     daemon::init_logging();
     let args = Args::parse();
+    if args.dns.dns_only {
+        return run_dns_only(&args).await;
+    }
     if args.scheduler_only || args.controllers_only {
         return run_clients_only(
             args.kubeconfig.as_deref(),
@@ -289,6 +326,32 @@ async fn run() -> anyhow::Result<()> {
     eprintln!("admin kubeconfig: {}", kubeconfig.display());
     eprintln!("  export KUBECONFIG={}", kubeconfig.display());
 
+    // Bound before serving, so a DNS address given that cannot be had stops the start.
+    let dns_server = if args.dns.cluster_dns {
+        let options = args
+            .dns
+            .options(advertise, &args.service_cluster_ip_range.to_string())
+            .map_err(anyhow::Error::msg)?;
+        match clusterdns::Dns::bind(options).await {
+            Ok(dns_server) => {
+                eprintln!(
+                    "cluster DNS serving on {} (UDP and TCP)",
+                    dns_server.local_addr()
+                );
+                Some(dns_server)
+            }
+            // The default address (the advertise address) may not be one of this host's.
+            Err(error) if args.dns.dns_bind_address.is_none() => {
+                tracing::warn!(%error, "cluster DNS not started: give --dns-bind-address");
+                None
+            }
+            Err(error) => return Err(error.into()),
+        }
+    } else {
+        None
+    };
+    let mut dns_task = None;
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let server = tokio::spawn(serve(
@@ -298,7 +361,7 @@ async fn run() -> anyhow::Result<()> {
         shutdown_rx.clone(),
         Duration::from_secs(args.shutdown_drain_seconds),
     ));
-    if args.scheduler || args.controllers {
+    if args.scheduler || args.controllers || dns_server.is_some() {
         let config = config_from_kubeconfig(Some(&kubeconfig))
             .await
             .context("control plane client")?;
@@ -320,6 +383,11 @@ async fn run() -> anyhow::Result<()> {
                 }
             });
         }
+        if let Some(dns_server) = dns_server {
+            dns_task = Some(tokio::spawn(
+                dns_server.run(client.clone(), shutdown_rx.clone()),
+            ));
+        }
     }
     tokio::select! {
         _ = term.recv() => {}
@@ -331,6 +399,9 @@ async fn run() -> anyhow::Result<()> {
         done = server => { done??; }
         _ = term.recv() => { tracing::warn!("second signal: exiting now"); }
         _ = int.recv() => { tracing::warn!("second signal: exiting now"); }
+    }
+    if let Some(task) = dns_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     tracing::info!("stopped");
     Ok(())
