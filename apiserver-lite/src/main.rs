@@ -90,6 +90,65 @@ struct Args {
     /// port-forward); without it they are not verified, as upstream.
     #[arg(long)]
     kubelet_certificate_authority: Option<PathBuf>,
+    /// Run the EndpointSlice and Endpoints controllers (with the controllers).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    endpoint_controllers: bool,
+    /// Run the service load balancer (LoadBalancer Services get an ingress IP).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    service_lb: bool,
+    /// Addresses for LoadBalancer Services: a CIDR or `first-last`; without it they get the
+    /// InternalIPs of the Ready nodes.
+    #[arg(long)]
+    lb_pool: Option<controllers::servicelb::Pool>,
+    /// Give each Node a pod CIDR from `--cluster-cidr`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    allocate_node_cidrs: bool,
+    /// The range node pod CIDRs come from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: controllers::nodeipam::Ipv4Cidr,
+    /// Prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Run the node lifecycle controller (Unknown status, taints, taint-based eviction).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    node_lifecycle: bool,
+    /// How long a node may go without renewing its lease before it is Unknown (`50s`).
+    #[arg(long, default_value = "50s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// The same for a node that never posted a Ready condition (`60s`).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    node_startup_grace_period: Duration,
+}
+
+/// A duration flag: `50s`, `1m30s`, `500ms` or seconds alone.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| e.to_string());
+    }
+    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    d.try_into().map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// The Service and Node controllers the flags ask for.
+fn cluster_controllers(args: &Args) -> anyhow::Result<controllers::ClusterControllers> {
+    let ipam = controllers::nodeipam::Settings {
+        cluster_cidr: args.cluster_cidr,
+        node_mask: args.node_cidr_mask_size,
+    };
+    if args.allocate_node_cidrs {
+        ipam.validate().map_err(anyhow::Error::msg)?;
+    }
+    Ok(controllers::ClusterControllers {
+        endpoints: args.endpoint_controllers,
+        service_lb: args.service_lb.then_some(args.lb_pool),
+        node_ipam: args.allocate_node_cidrs.then_some(ipam),
+        node_lifecycle: args
+            .node_lifecycle
+            .then_some(controllers::nodelifecycle::Settings {
+                grace: args.node_monitor_grace_period,
+                startup_grace: args.node_startup_grace_period,
+            }),
+    })
 }
 
 fn node_addresses() -> Vec<IpAddr> {
@@ -125,6 +184,7 @@ async fn run_clients_only(
     kubeconfig: Option<&std::path::Path>,
     scheduler: bool,
     controllers: bool,
+    cluster: controllers::ClusterControllers,
 ) -> anyhow::Result<()> {
     let config = config_from_kubeconfig(kubeconfig).await?;
     let client = kube::Client::try_from(config.clone())?;
@@ -140,6 +200,11 @@ async fn run_clients_only(
         )));
     }
     if controllers {
+        tasks.push(tokio::spawn(controllers::run_cluster(
+            client.clone(),
+            shutdown_rx.clone(),
+            cluster,
+        )));
         tasks.push(tokio::spawn(async move {
             if let Err(error) = controllers::run(config, shutdown_rx, controllers::Which::ALL).await
             {
@@ -198,11 +263,13 @@ fn main() -> anyhow::Result<()> {
 async fn run() -> anyhow::Result<()> {
     daemon::init_logging();
     let args = Args::parse();
+    let cluster = cluster_controllers(&args)?;
     if args.scheduler_only || args.controllers_only {
         return run_clients_only(
             args.kubeconfig.as_deref(),
             args.scheduler_only,
             args.controllers_only,
+            cluster,
         )
         .await;
     }
@@ -311,6 +378,11 @@ async fn run() -> anyhow::Result<()> {
             ));
         }
         if args.controllers {
+            tokio::spawn(controllers::run_cluster(
+                client.clone(),
+                shutdown_rx.clone(),
+                cluster,
+            ));
             let shutdown = shutdown_rx.clone();
             tokio::spawn(async move {
                 if let Err(error) =
