@@ -221,7 +221,7 @@ fn a_silent_node_goes_unknown_is_tainted_evicts_by_toleration_and_recovers() {
         "Kubelet stopped posting node status."
     );
     wait_for("unreachable taints", || {
-        taints(&server) == format!("{unreachable}:NoSchedule {unreachable}:NoExecute ")
+        taints(&server) == format!("{unreachable}:NoSchedule {unreachable}:NoExecute")
     });
     let tainted = Instant::now();
     wait_until(
@@ -307,12 +307,12 @@ fn nodes_get_pod_cidrs_keep_them_give_them_back_and_exhaustion_is_reported() {
             .stdout
             .contains("CIDRNotAvailable")
     });
-    assert_eq!(cidr(&server, "n2"), " ");
+    assert_eq!(cidr(&server, "n2"), "");
     // A restart keeps what was given.
     server.restart().unwrap();
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(cidr(&server, "n1"), "10.250.1.0/24 10.250.1.0/24");
-    assert_eq!(cidr(&server, "n2"), " ");
+    assert_eq!(cidr(&server, "n2"), "");
     // n0 goes: its block is free again and n2 gets it.
     server.kubectl(&["delete", "node", "n0"]).ok();
     wait_until("n2 gets n0's block", Duration::from_secs(10), || {
