@@ -214,7 +214,7 @@ pub fn desired_groups(
                 }),
                 hostname: hostname_for(pod, svc),
                 node_name: node.clone().filter(|n| !n.is_empty()),
-                zone: node.as_deref().and_then(|n| zone_of(n)),
+                zone: node.as_deref().and_then(&zone_of),
                 target_ref: Some(target_ref(pod)),
                 ..Default::default()
             };
