@@ -2,12 +2,15 @@
 //! renewed goes Unknown with the unreachable taints, its pods are marked not ready and evicted
 //! as their tolerations say (at once, after tolerationSeconds, never), and the taints go when
 //! it reports again; nodes get pod CIDRs in order, keep them across a restart, give them back
-//! when deleted, and an exhausted range is reported with a CIDRNotAvailable event.
+//! when deleted, and an exhausted range is reported with a CIDRNotAvailable event. With a real
+//! agent and runtime: pods get addresses from the CIDR IPAM gave the node, and a killed agent
+//! makes its node Unknown and tainted until it is started again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use e2e::node::TestNode;
 use e2e::{ApiServer, FakeKubelet, ServerOptions, client_for, wait_for, wait_until};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -318,4 +321,70 @@ fn nodes_get_pod_cidrs_keep_them_give_them_back_and_exhaustion_is_reported() {
     wait_until("n2 gets n0's block", Duration::from_secs(10), || {
         cidr(&server, "n2") == "10.250.0.0/24 10.250.0.0/24"
     });
+}
+
+#[test]
+fn a_real_agent_uses_the_allocated_pod_cidr_and_its_death_taints_the_node() {
+    // The agent renews its lease every 10 s: the grace period must be longer.
+    let api = ApiServer::start_with(ServerOptions {
+        extra_args: vec![
+            "--cluster-cidr=10.251.0.0/16".into(),
+            "--node-monitor-grace-period=14s".into(),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut node = TestNode::start_with_cidr_from_api(&api);
+    let name = node.name.clone();
+    wait_until("Ready with a pod CIDR", Duration::from_secs(30), || {
+        api.jsonpath(
+            &["node", &name],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) == "True"
+            && api.jsonpath(&["node", &name], "{.spec.podCIDR}") == "10.251.0.0/24"
+    });
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  nodeName: {name}\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: {}, command: [sleep, '3600']}}]\n",
+        node.image
+    );
+    api.apply(&pod);
+    // The agent hands the CIDR to the runtime on its next heartbeat (at most 10 s).
+    wait_until(
+        "web runs with an address of the node's CIDR",
+        Duration::from_secs(45),
+        || {
+            api.jsonpath(&["pod", "web"], "{.status.podIP}")
+                .starts_with("10.251.0.")
+        },
+    );
+
+    node.kill_agent();
+    wait_until(
+        "the node Unknown and tainted",
+        Duration::from_secs(40),
+        || {
+            api.jsonpath(
+                &["node", &name],
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            ) == "Unknown"
+                && api
+                    .jsonpath(&["node", &name], "{.spec.taints[*].key}")
+                    .contains("node.kubernetes.io/unreachable")
+        },
+    );
+    node.start_agent();
+    wait_until(
+        "Ready again without taints",
+        Duration::from_secs(30),
+        || {
+            api.jsonpath(
+                &["node", &name],
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            ) == "True"
+                && api.jsonpath(&["node", &name], "{.spec.taints}").is_empty()
+        },
+    );
+    // web tolerates unreachable for 300 s (DefaultTolerationSeconds): still there.
+    assert!(api.kubectl(&["get", "pod", "web"]).success());
+    api.kubectl(&["delete", "pod", "web", "--wait=false"]).ok();
 }

@@ -311,7 +311,8 @@ async fn reconcile(node: Arc<Node>, this: Arc<State>) -> Result<Action, Controll
                     &PatchParams::default(),
                     &Patch::Merge(json!({
                         "metadata": {"resourceVersion": current.metadata.resource_version},
-                        "spec": {"taints": next},
+                        // No taints left: the field goes, as after `kubectl taint ... -`.
+                        "spec": {"taints": if next.is_empty() { json!(null) } else { json!(next) }},
                     })),
                 )
                 .await
