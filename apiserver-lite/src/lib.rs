@@ -13,6 +13,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod controllers;
 pub mod conversion;
+pub mod leader;
 pub mod namespaces;
 pub mod nodeproxy;
 pub mod pki;

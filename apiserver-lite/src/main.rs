@@ -16,7 +16,7 @@ use apiserver_lite::pki::{Pki, serving_names};
 use apiserver_lite::server::{Frontend, serve, tls_config};
 use apiserver_lite::storage::Store;
 use apiserver_lite::storage::sqlite::SqliteStore;
-use apiserver_lite::{bootstrap, controllers, namespaces, scheduler, storage};
+use apiserver_lite::{bootstrap, controllers, leader, namespaces, scheduler, storage};
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -118,6 +118,94 @@ struct Args {
     /// The same for a node that never posted a Ready condition (`60s`).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     node_startup_grace_period: Duration,
+    /// Run the scheduler and the controllers only while holding their Lease in kube-system
+    /// (`kube-scheduler`, `kube-controller-manager`), so several instances run one set.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+}
+
+/// What the control plane runs, each part under its own lease when electing.
+struct ControlPlane {
+    client: kube::Client,
+    config: kube::Config,
+    cluster: controllers::ClusterControllers,
+    /// `Some(identity)` when electing leaders.
+    identity: Option<String>,
+}
+
+impl ControlPlane {
+    /// Starts the scheduler and/or the controllers; the tasks end (leases released) once
+    /// `shutdown` turns true.
+    fn spawn(
+        self,
+        scheduler: bool,
+        controllers: bool,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        type Work = Box<
+            dyn Fn(
+                    tokio::sync::watch::Receiver<bool>,
+                )
+                    -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+                + Send
+                + Sync,
+        >;
+        let mut parts: Vec<(&str, Work)> = Vec::new();
+        if scheduler {
+            let client = self.client.clone();
+            parts.push((
+                "kube-scheduler",
+                Box::new(move |term| {
+                    Box::pin(scheduler::run(
+                        client.clone(),
+                        scheduler::DEFAULT_SCHEDULER,
+                        term,
+                    ))
+                }),
+            ));
+        }
+        if controllers {
+            let (client, config, cluster) = (self.client.clone(), self.config, self.cluster);
+            parts.push((
+                "kube-controller-manager",
+                Box::new(move |term| {
+                    let (client, config, cluster) =
+                        (client.clone(), config.clone(), cluster.clone());
+                    Box::pin(async move {
+                        let others =
+                            tokio::spawn(controllers::run_cluster(client, term.clone(), cluster));
+                        if let Err(error) =
+                            controllers::run(config, term, controllers::Which::ALL).await
+                        {
+                            tracing::error!(%error, "controllers");
+                        }
+                        let _ = others.await;
+                    })
+                }),
+            ));
+        }
+        parts
+            .into_iter()
+            .map(|(lease, work)| match &self.identity {
+                Some(identity) => tokio::spawn(leader::run_elected(
+                    self.client.clone(),
+                    leader::Settings::new(lease, identity),
+                    shutdown.clone(),
+                    work,
+                )),
+                None => tokio::spawn(work(shutdown.clone())),
+            })
+            .collect()
+    }
+}
+
+/// This process's candidate name: the host name and what tells it apart on the host.
+fn identity(tag: &str) -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}_{tag}")
 }
 
 /// A duration flag: `50s`, `1m30s`, `500ms` or seconds alone.
@@ -185,33 +273,20 @@ async fn run_clients_only(
     scheduler: bool,
     controllers: bool,
     cluster: controllers::ClusterControllers,
+    leader_elect: bool,
 ) -> anyhow::Result<()> {
     let config = config_from_kubeconfig(kubeconfig).await?;
     let client = kube::Client::try_from(config.clone())?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut tasks = Vec::new();
-    if scheduler {
-        tasks.push(tokio::spawn(scheduler::run(
-            client.clone(),
-            scheduler::DEFAULT_SCHEDULER,
-            shutdown_rx.clone(),
-        )));
-    }
-    if controllers {
-        tasks.push(tokio::spawn(controllers::run_cluster(
-            client.clone(),
-            shutdown_rx.clone(),
-            cluster,
-        )));
-        tasks.push(tokio::spawn(async move {
-            if let Err(error) = controllers::run(config, shutdown_rx, controllers::Which::ALL).await
-            {
-                tracing::error!(%error, "controllers");
-            }
-        }));
-    }
+    let plane = ControlPlane {
+        client,
+        config,
+        cluster,
+        identity: leader_elect.then(|| identity(&std::process::id().to_string())),
+    };
+    let tasks = plane.spawn(scheduler, controllers, &shutdown_rx);
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
@@ -270,6 +345,7 @@ async fn run() -> anyhow::Result<()> {
             args.scheduler_only,
             args.controllers_only,
             cluster,
+            args.leader_elect,
         )
         .await;
     }
@@ -365,38 +441,34 @@ async fn run() -> anyhow::Result<()> {
         shutdown_rx.clone(),
         Duration::from_secs(args.shutdown_drain_seconds),
     ));
+    // The control plane stops (and releases its leases) before the server stops serving.
+    let (plane_tx, plane_rx) = tokio::sync::watch::channel(false);
+    let mut plane_tasks = Vec::new();
     if args.scheduler || args.controllers {
         let config = config_from_kubeconfig(Some(&kubeconfig))
             .await
             .context("control plane client")?;
         let client = kube::Client::try_from(config.clone()).context("control plane client")?;
-        if args.scheduler {
-            tokio::spawn(scheduler::run(
-                client.clone(),
-                scheduler::DEFAULT_SCHEDULER,
-                shutdown_rx.clone(),
-            ));
-        }
-        if args.controllers {
-            tokio::spawn(controllers::run_cluster(
-                client.clone(),
-                shutdown_rx.clone(),
-                cluster,
-            ));
-            let shutdown = shutdown_rx.clone();
-            tokio::spawn(async move {
-                if let Err(error) =
-                    controllers::run(config, shutdown, controllers::Which::ALL).await
-                {
-                    tracing::error!(%error, "controllers");
-                }
-            });
-        }
+        let plane = ControlPlane {
+            client,
+            config,
+            cluster,
+            identity: args
+                .leader_elect
+                .then(|| identity(&args.listen.to_string())),
+        };
+        plane_tasks = plane.spawn(args.scheduler, args.controllers, &plane_rx);
     }
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+    let _ = plane_tx.send(true);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(6),
+        futures::future::join_all(plane_tasks),
+    )
+    .await;
     tracing::info!("shutting down: no new connections, ending watches, draining requests");
     let _ = shutdown_tx.send(true);
     tokio::select! {
