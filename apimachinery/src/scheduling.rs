@@ -239,7 +239,8 @@ impl NodeInfo {
     }
 }
 
-fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
+/// Whether any of `tolerations` tolerates `taint` (key, operator, value and effect).
+pub fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
     tolerations.iter().any(|t| {
         let effect_ok = t
             .effect

@@ -15,6 +15,7 @@ pub mod bootstrap;
 pub mod controllers;
 pub mod conversion;
 pub mod dns;
+pub mod leader;
 pub mod namespaces;
 pub mod nodeproxy;
 pub mod pki;

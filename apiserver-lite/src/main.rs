@@ -16,7 +16,7 @@ use apiserver_lite::pki::{Pki, serving_names};
 use apiserver_lite::server::{Frontend, serve, tls_config};
 use apiserver_lite::storage::Store;
 use apiserver_lite::storage::sqlite::SqliteStore;
-use apiserver_lite::{bootstrap, controllers, dns, namespaces, scheduler, storage};
+use apiserver_lite::{bootstrap, controllers, dns, leader, namespaces, scheduler, storage};
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -93,6 +93,153 @@ struct Args {
     kubelet_certificate_authority: Option<PathBuf>,
     #[command(flatten)]
     dns: dns::DnsFlags,
+    /// Run the EndpointSlice and Endpoints controllers (with the controllers).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    endpoint_controllers: bool,
+    /// Run the service load balancer (LoadBalancer Services get an ingress IP).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    service_lb: bool,
+    /// Addresses for LoadBalancer Services: a CIDR or `first-last`; without it they get the
+    /// InternalIPs of the Ready nodes.
+    #[arg(long)]
+    lb_pool: Option<controllers::servicelb::Pool>,
+    /// Give each Node a pod CIDR from `--cluster-cidr`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    allocate_node_cidrs: bool,
+    /// The range node pod CIDRs come from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: controllers::nodeipam::Ipv4Cidr,
+    /// Prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Run the node lifecycle controller (Unknown status, taints, taint-based eviction).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    node_lifecycle: bool,
+    /// How long a node may go without renewing its lease before it is Unknown (`50s`).
+    #[arg(long, default_value = "50s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// The same for a node that never posted a Ready condition (`60s`).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    node_startup_grace_period: Duration,
+    /// Run the scheduler and the controllers only while holding their Lease in kube-system
+    /// (`kube-scheduler`, `kube-controller-manager`), so several instances run one set.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+}
+
+/// What the control plane runs, each part under its own lease when electing.
+struct ControlPlane {
+    client: kube::Client,
+    config: kube::Config,
+    cluster: controllers::ClusterControllers,
+    /// `Some(identity)` when electing leaders.
+    identity: Option<String>,
+}
+
+impl ControlPlane {
+    /// Starts the scheduler and/or the controllers; the tasks end (leases released) once
+    /// `shutdown` turns true.
+    fn spawn(
+        self,
+        scheduler: bool,
+        controllers: bool,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        type Work = Box<
+            dyn Fn(
+                    tokio::sync::watch::Receiver<bool>,
+                )
+                    -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+                + Send
+                + Sync,
+        >;
+        let mut parts: Vec<(&str, Work)> = Vec::new();
+        if scheduler {
+            let client = self.client.clone();
+            parts.push((
+                "kube-scheduler",
+                Box::new(move |term| {
+                    Box::pin(scheduler::run(
+                        client.clone(),
+                        scheduler::DEFAULT_SCHEDULER,
+                        term,
+                    ))
+                }),
+            ));
+        }
+        if controllers {
+            let (client, config, cluster) = (self.client.clone(), self.config, self.cluster);
+            parts.push((
+                "kube-controller-manager",
+                Box::new(move |term| {
+                    let (client, config, cluster) =
+                        (client.clone(), config.clone(), cluster.clone());
+                    Box::pin(async move {
+                        let others =
+                            tokio::spawn(controllers::run_cluster(client, term.clone(), cluster));
+                        if let Err(error) =
+                            controllers::run(config, term, controllers::Which::ALL).await
+                        {
+                            tracing::error!(%error, "controllers");
+                        }
+                        let _ = others.await;
+                    })
+                }),
+            ));
+        }
+        parts
+            .into_iter()
+            .map(|(lease, work)| match &self.identity {
+                Some(identity) => tokio::spawn(leader::run_elected(
+                    self.client.clone(),
+                    leader::Settings::new(lease, identity),
+                    shutdown.clone(),
+                    work,
+                )),
+                None => tokio::spawn(work(shutdown.clone())),
+            })
+            .collect()
+    }
+}
+
+/// This process's candidate name: the host name and what tells it apart on the host.
+fn identity(tag: &str) -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}_{tag}")
+}
+
+/// A duration flag: `50s`, `1m30s`, `500ms` or seconds alone.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| e.to_string());
+    }
+    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    d.try_into().map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// The Service and Node controllers the flags ask for.
+fn cluster_controllers(args: &Args) -> anyhow::Result<controllers::ClusterControllers> {
+    let ipam = controllers::nodeipam::Settings {
+        cluster_cidr: args.cluster_cidr,
+        node_mask: args.node_cidr_mask_size,
+    };
+    if args.allocate_node_cidrs {
+        ipam.validate().map_err(anyhow::Error::msg)?;
+    }
+    Ok(controllers::ClusterControllers {
+        endpoints: args.endpoint_controllers,
+        service_lb: args.service_lb.then_some(args.lb_pool),
+        node_ipam: args.allocate_node_cidrs.then_some(ipam),
+        node_lifecycle: args
+            .node_lifecycle
+            .then_some(controllers::nodelifecycle::Settings {
+                grace: args.node_monitor_grace_period,
+                startup_grace: args.node_startup_grace_period,
+            }),
+    })
 }
 
 fn node_addresses() -> Vec<IpAddr> {
@@ -128,28 +275,21 @@ async fn run_clients_only(
     kubeconfig: Option<&std::path::Path>,
     scheduler: bool,
     controllers: bool,
+    cluster: controllers::ClusterControllers,
+    leader_elect: bool,
 ) -> anyhow::Result<()> {
     let config = config_from_kubeconfig(kubeconfig).await?;
     let client = kube::Client::try_from(config.clone())?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut tasks = Vec::new();
-    if scheduler {
-        tasks.push(tokio::spawn(scheduler::run(
-            client.clone(),
-            scheduler::DEFAULT_SCHEDULER,
-            shutdown_rx.clone(),
-        )));
-    }
-    if controllers {
-        tasks.push(tokio::spawn(async move {
-            if let Err(error) = controllers::run(config, shutdown_rx, controllers::Which::ALL).await
-            {
-                tracing::error!(%error, "controllers");
-            }
-        }));
-    }
+    let plane = ControlPlane {
+        client,
+        config,
+        cluster,
+        identity: leader_elect.then(|| identity(&std::process::id().to_string())),
+    };
+    let tasks = plane.spawn(scheduler, controllers, &shutdown_rx);
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
@@ -235,11 +375,14 @@ async fn run() -> anyhow::Result<()> {
     if args.dns.dns_only {
         return run_dns_only(&args).await;
     }
+    let cluster = cluster_controllers(&args)?;
     if args.scheduler_only || args.controllers_only {
         return run_clients_only(
             args.kubeconfig.as_deref(),
             args.scheduler_only,
             args.controllers_only,
+            cluster,
+            args.leader_elect,
         )
         .await;
     }
@@ -361,27 +504,24 @@ async fn run() -> anyhow::Result<()> {
         shutdown_rx.clone(),
         Duration::from_secs(args.shutdown_drain_seconds),
     ));
+    // The control plane stops (and releases its leases) before the server stops serving.
+    let (plane_tx, plane_rx) = tokio::sync::watch::channel(false);
+    let mut plane_tasks = Vec::new();
     if args.scheduler || args.controllers || dns_server.is_some() {
         let config = config_from_kubeconfig(Some(&kubeconfig))
             .await
             .context("control plane client")?;
         let client = kube::Client::try_from(config.clone()).context("control plane client")?;
-        if args.scheduler {
-            tokio::spawn(scheduler::run(
-                client.clone(),
-                scheduler::DEFAULT_SCHEDULER,
-                shutdown_rx.clone(),
-            ));
-        }
-        if args.controllers {
-            let shutdown = shutdown_rx.clone();
-            tokio::spawn(async move {
-                if let Err(error) =
-                    controllers::run(config, shutdown, controllers::Which::ALL).await
-                {
-                    tracing::error!(%error, "controllers");
-                }
-            });
+        if args.scheduler || args.controllers {
+            let plane = ControlPlane {
+                client: client.clone(),
+                config,
+                cluster,
+                identity: args
+                    .leader_elect
+                    .then(|| identity(&args.listen.to_string())),
+            };
+            plane_tasks = plane.spawn(args.scheduler, args.controllers, &plane_rx);
         }
         if let Some(dns_server) = dns_server {
             dns_task = Some(tokio::spawn(
@@ -393,6 +533,12 @@ async fn run() -> anyhow::Result<()> {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+    let _ = plane_tx.send(true);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(6),
+        futures::future::join_all(plane_tasks),
+    )
+    .await;
     tracing::info!("shutting down: no new connections, ending watches, draining requests");
     let _ = shutdown_tx.send(true);
     tokio::select! {

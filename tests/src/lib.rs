@@ -473,6 +473,24 @@ impl FakeKubelet {
         server: &ApiServer,
         ready: impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool + Send + 'static,
     ) -> Self {
+        Self::start_inner(server, ready, false)
+    }
+
+    /// Like [`FakeKubelet::start`], and every pod bound to a node also gets a pod IP (distinct,
+    /// from 10.88.0.0/16) and phase Running as soon as it is bound, ready or not, so it can be
+    /// an endpoint of a Service.
+    pub fn start_with_ips(
+        server: &ApiServer,
+        ready: impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool + Send + 'static,
+    ) -> Self {
+        Self::start_inner(server, ready, true)
+    }
+
+    fn start_inner(
+        server: &ApiServer,
+        ready: impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool + Send + 'static,
+        assign_ips: bool,
+    ) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let kubeconfig = server.kubeconfig();
         let flag = stop.clone();
@@ -485,13 +503,14 @@ impl FakeKubelet {
             };
             runtime.block_on(async move {
                 let mut client = None;
+                let mut next_ip = if assign_ips { Some(0u32) } else { None };
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                     if client.is_none() {
                         client = client_for(&kubeconfig).await.ok();
                     }
                     if let Some(c) = &client {
                         // Errors (the server restarting, a pod gone) just mean: next round.
-                        let _ = kubelet_round(c, &ready).await;
+                        let _ = kubelet_round(c, &ready, next_ip.as_mut()).await;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -527,6 +546,7 @@ pub async fn client_for(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
 async fn kubelet_round(
     client: &kube::Client,
     ready: &impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool,
+    mut next_ip: Option<&mut u32>,
 ) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::Pod;
     use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -549,6 +569,22 @@ async fn kubelet_round(
                 .delete(name, &DeleteParams::default().grace_period(0))
                 .await;
             continue;
+        }
+        let has_ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_ref())
+            .is_some();
+        if let Some(n) = next_ip.as_deref_mut()
+            && !has_ip
+        {
+            *n += 1;
+            let ip = format!("10.88.{}.{}", *n / 250, *n % 250 + 1);
+            let status = serde_json::json!({"status": {
+                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1",
+            }});
+            pods.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+                .await?;
         }
         let is_ready = pod
             .status

@@ -21,7 +21,7 @@ pub struct TestNode {
     pub name: String,
     /// The busybox image as pods name it.
     pub image: String,
-    /// The pod subnet.
+    /// The pod subnet given with `--pod-cidr` (empty: the agent takes the Node's).
     pub pod_cidr: String,
     /// The kubelet API port (on 127.0.0.1).
     pub port: u16,
@@ -32,6 +32,16 @@ pub struct TestNode {
 impl TestNode {
     /// Starts the runtime, the registry and an agent registered with `api`.
     pub fn start(api: &ApiServer) -> TestNode {
+        Self::start_inner(api, "10.77.0.0/24")
+    }
+
+    /// Like [`TestNode::start`], with an agent given no `--pod-cidr`: it takes the one node
+    /// IPAM puts in the Node's spec.podCIDR (`pod_cidr` is empty).
+    pub fn start_with_cidr_from_api(api: &ApiServer) -> TestNode {
+        Self::start_inner(api, "")
+    }
+
+    fn start_inner(api: &ApiServer, pod_cidr: &str) -> TestNode {
         let cri = Daemon::start(DaemonOptions {
             pod_cidr: None,
             binary: None,
@@ -51,7 +61,7 @@ impl TestNode {
             cri,
             name,
             image,
-            pod_cidr: "10.77.0.0/24".into(),
+            pod_cidr: pod_cidr.into(),
             port: crate::free_port(),
             kubeconfig: api.kubeconfig(),
             dir,
@@ -77,12 +87,15 @@ impl TestNode {
             .arg(self.dir.path().join("root"))
             .arg("--pod-log-dir")
             .arg(self.pod_log_dir())
-            .args(["--pod-cidr", &self.pod_cidr, "--node-ip", "127.0.0.1"])
+            .args(["--node-ip", "127.0.0.1"])
             .args(["--cluster-dns", "10.96.0.10"])
             .args(["--address", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--cgroup-root")
             .arg(format!("{}/kubepods", self.cri.cgroup_root))
             .env("RUST_LOG", "info");
+        if !self.pod_cidr.is_empty() {
+            cmd.args(["--pod-cidr", &self.pod_cidr]);
+        }
         let log = self.dir.path().join("agent.log");
         self.agent = Some(Process::spawn("agent", cmd, log).expect("start the agent"));
     }

@@ -102,3 +102,82 @@ async fn two_api_servers_over_one_etcd_share_objects_watches_and_allocations() {
     let unique: HashSet<&String> = ips.iter().collect();
     assert_eq!(unique.len(), ips.len(), "duplicate ClusterIPs: {ips:?}");
 }
+
+const NODE_AND_REPLICASET: &str = "apiVersion: v1
+kind: Node
+metadata:
+  name: n1
+status:
+  allocatable: {cpu: \"8\", memory: 8Gi, pods: \"50\"}
+  conditions: [{type: Ready, status: \"True\"}]
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: busybox}]
+";
+
+/// The nodes the web pods are bound to, one word per pod.
+fn bound_pods(server: &ApiServer) -> usize {
+    server
+        .jsonpath(&["pods", "-l", "app=web"], "{.items[*].spec.nodeName}")
+        .split_whitespace()
+        .count()
+}
+
+fn holder(server: &ApiServer, lease: &str) -> String {
+    server.jsonpath(
+        &["lease", "-n", "kube-system", lease],
+        "{.spec.holderIdentity}",
+    )
+}
+
+#[test]
+fn two_servers_over_one_etcd_elect_one_scheduler_and_one_controller_set() {
+    let etcd = Etcd::start().unwrap();
+    let options = ServerOptions {
+        storage: Some(etcd.storage_flag()),
+        ..Default::default()
+    };
+    let mut a = ApiServer::start_with(options.clone()).unwrap();
+    let leases = ["kube-controller-manager", "kube-scheduler"];
+    let (a_id, b_id) = (format!("_127.0.0.1:{}", a.port), "_127.0.0.1:");
+    e2e::wait_for("a to lead", || {
+        leases.iter().all(|l| holder(&a, l).ends_with(&a_id))
+    });
+    let b = ApiServer::start_with(options).unwrap();
+    let b_id = format!("{b_id}{}", b.port);
+    // b waits while a renews: one set of controllers, so exactly three pods, all bound.
+    b.apply(NODE_AND_REPLICASET);
+    e2e::wait_for("three bound pods", || bound_pods(&b) == 3);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(bound_pods(&b), 3);
+    for l in leases {
+        assert!(holder(&b, l).ends_with(&a_id), "{l}: {}", holder(&b, l));
+    }
+    // a stops (releasing its leases): b takes over at once and its controllers work.
+    a.process.terminate(Duration::from_secs(15));
+    e2e::wait_until("b to lead", Duration::from_secs(10), || {
+        leases.iter().all(|l| holder(&b, l).ends_with(&b_id))
+    });
+    assert_eq!(
+        b.jsonpath(
+            &["lease", "-n", "kube-system", "kube-scheduler"],
+            "{.spec.leaseTransitions}"
+        ),
+        "1"
+    );
+    b.kubectl(&["scale", "replicaset", "web", "--replicas=4"])
+        .ok();
+    e2e::wait_for("a fourth pod, bound by b's scheduler", || {
+        bound_pods(&b) == 4
+    });
+}

@@ -5,11 +5,16 @@
 
 pub mod cronjob;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod gc;
 pub mod job;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod per_namespace;
 pub mod replicaset;
 pub mod rollout;
+pub mod servicelb;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -93,6 +98,27 @@ impl Context {
     {
         let event = kube::runtime::events::Event {
             type_: kube::runtime::events::EventType::Normal,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self
+            .recorder
+            .publish(&event, &regarding.object_ref(&()))
+            .await
+        {
+            tracing::debug!(%error, "recording an event failed");
+        }
+    }
+
+    /// Records a Warning event about `regarding` (best effort).
+    pub(crate) async fn warning<K>(&self, regarding: &K, reason: &str, action: &str, note: String)
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        let event = kube::runtime::events::Event {
+            type_: kube::runtime::events::EventType::Warning,
             reason: reason.into(),
             note: Some(note),
             action: action.into(),
@@ -332,6 +358,71 @@ pub(crate) async fn shutdown_signal(mut shutdown: tokio::sync::watch::Receiver<b
     while !*shutdown.borrow_and_update() {
         if shutdown.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// The Service and Node controllers and their settings (apiserver-lite's flags).
+#[derive(Debug, Clone)]
+pub struct ClusterControllers {
+    /// The EndpointSlice and Endpoints controllers.
+    pub endpoints: bool,
+    /// The service load balancer, with its pool (`None`: the Ready nodes' addresses).
+    pub service_lb: Option<Option<servicelb::Pool>>,
+    /// Node IPAM, when nodes get pod CIDRs.
+    pub node_ipam: Option<nodeipam::Settings>,
+    /// Node lifecycle, with its grace period.
+    pub node_lifecycle: Option<nodelifecycle::Settings>,
+}
+
+impl Default for ClusterControllers {
+    fn default() -> Self {
+        ClusterControllers {
+            endpoints: true,
+            service_lb: Some(None),
+            node_ipam: Some(nodeipam::Settings::default()),
+            node_lifecycle: Some(nodelifecycle::Settings::default()),
+        }
+    }
+}
+
+/// Runs the Service and Node controllers `which` asks for until `shutdown` turns true.
+pub async fn run_cluster(
+    client: kube::Client,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    which: ClusterControllers,
+) {
+    let mut tasks = Vec::new();
+    if which.endpoints {
+        tasks.push(tokio::spawn(endpointslice::run(
+            client.clone(),
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(endpoints::run(
+            client.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(pool) = which.service_lb {
+        tasks.push(tokio::spawn(servicelb::run(
+            client.clone(),
+            pool,
+            shutdown.clone(),
+        )));
+    }
+    if let Some(settings) = which.node_ipam {
+        tasks.push(tokio::spawn(nodeipam::run(
+            client.clone(),
+            settings,
+            shutdown.clone(),
+        )));
+    }
+    if let Some(settings) = which.node_lifecycle {
+        tasks.push(tokio::spawn(nodelifecycle::run(client, settings, shutdown)));
+    }
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a controller task ended abnormally");
         }
     }
 }
