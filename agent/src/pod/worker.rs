@@ -22,9 +22,31 @@ use super::plan::{
     self, ContainerKind, Observed, ObservedContainer, ObservedSandbox, Plan, RunState, Start,
 };
 use super::probe::{self, ProbeKind, Prober};
+use super::pull_secrets::{self, Credential};
 use super::status::{StatusInput, pod_status};
 use super::volumes;
-use crate::runtime::ContainerRuntime;
+use crate::runtime::{ContainerRuntime, RuntimeError};
+
+/// Pulls `image` with each matching credential in turn (the first success wins, the last
+/// failure is returned), or without credentials when none match, as the kubelet does.
+async fn pull_with(
+    rt: &dyn ContainerRuntime,
+    image: &str,
+    credentials: &[Credential],
+) -> Result<String, RuntimeError> {
+    let Some((last, first)) = credentials.split_last() else {
+        return rt.pull_image(image, None).await;
+    };
+    for credential in first {
+        match rt.pull_image(image, Some(credential.auth_config())).await {
+            Ok(id) => return Ok(id),
+            Err(e) => {
+                tracing::info!(image, key = %credential.key, error = %e.message(), "pull with these credentials failed; trying the next");
+            }
+        }
+    }
+    rt.pull_image(image, Some(last.auth_config())).await
+}
 
 /// The shortest grace period kubelet gives a container it stops.
 pub const MINIMUM_GRACE_SECONDS: i64 = 2;
@@ -654,7 +676,8 @@ impl Worker {
             format!("Pulling image \"{image}\""),
         );
         let started = std::time::Instant::now();
-        match rt.pull_image(image, None).await {
+        let keyring = pull_secrets::keyring_for(&self.shared.client, pod).await;
+        match pull_with(rt.as_ref(), image, &keyring.lookup(image)).await {
             Ok(_) => {
                 self.pull_backoff.remove(image);
                 self.event(
