@@ -48,8 +48,8 @@ fn pull_secrets_from_the_pod_or_its_service_account_open_a_private_registry() {
 
     // No credentials: ErrImagePull with the registry's answer, then back-off.
     api.apply(&pod("denied", &image("denied"), ""));
-    wait_until("denied to fail its pull", Duration::from_secs(30), || {
-        waiting_reason(&api, "denied") == "ErrImagePull"
+    wait_until("denied to back off", Duration::from_secs(40), || {
+        waiting_reason(&api, "denied") == "ImagePullBackOff"
     });
     let message = api.jsonpath(
         &["pod", "denied"],
@@ -57,13 +57,27 @@ fn pull_secrets_from_the_pod_or_its_service_account_open_a_private_registry() {
     );
     assert!(
         message.contains(&image("denied"))
+            && message.contains("ErrImagePull: pulling")
             && message.contains("not authorized")
+            && message.contains("401 Unauthorized")
             && message.contains(&format!("via http://{}", private.address)),
         "{message}"
     );
-    wait_until("denied to back off", Duration::from_secs(30), || {
-        waiting_reason(&api, "denied") == "ImagePullBackOff"
-    });
+    wait_until(
+        "the Failed event of the pull",
+        Duration::from_secs(20),
+        || {
+            api.kubectl(&[
+                "get",
+                "events",
+                "-o",
+                "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+            ])
+            .stdout
+            .lines()
+            .any(|e| e.starts_with("Failed: Failed to pull image") && e.contains("401"))
+        },
+    );
 
     // A dockerconfigjson secret named by the pod (a missing one beside it is skipped).
     api.kubectl(&[

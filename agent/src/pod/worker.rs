@@ -104,7 +104,7 @@ pub struct Worker {
     runtime_rx: watch::Receiver<RuntimeSlice>,
     backoff: Backoff,
     waiting: BTreeMap<String, (String, String)>,
-    pull_backoff: HashMap<String, (Timestamp, Duration)>,
+    pull_backoff: HashMap<String, (Timestamp, Duration, String)>,
     exited_cache: HashMap<String, cri::ContainerStatus>,
     last_status: Option<PodStatus>,
     last_pod: Option<Arc<Pod>>,
@@ -661,10 +661,11 @@ impl Worker {
             }
         }
         let now = Timestamp::now();
-        if let Some((since, backoff)) = self.pull_backoff.get(image)
+        if let Some((since, backoff, last_error)) = self.pull_backoff.get(image)
             && now < *since + *backoff
         {
-            let message = format!("Back-off pulling image \"{image}\"");
+            // As kubelet 1.30+: the back-off names the error that caused it.
+            let message = format!("Back-off pulling image \"{image}\": ErrImagePull: {last_error}");
             self.waiting
                 .insert(name.into(), ("ImagePullBackOff".into(), message));
             return false;
@@ -695,10 +696,11 @@ impl Worker {
                 let next = self
                     .pull_backoff
                     .get(image)
-                    .map_or(Duration::from_secs(10), |(_, d)| {
+                    .map_or(Duration::from_secs(10), |(_, d, _)| {
                         (*d * 2).min(Duration::from_secs(300))
                     });
-                self.pull_backoff.insert(image.to_string(), (now, next));
+                self.pull_backoff
+                    .insert(image.to_string(), (now, next, e.message()));
                 let message = format!("Failed to pull image \"{image}\": {}", e.message());
                 self.event(pod, EventType::Warning, "Failed", message.clone());
                 self.waiting
