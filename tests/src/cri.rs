@@ -191,6 +191,12 @@ impl Daemon {
         self.dir.path().join("state")
     }
 
+    /// The registries file the daemon reads (`--registries`); empty at start, and re-read by
+    /// the daemon when a test writes it.
+    pub fn registries(&self) -> PathBuf {
+        self.dir.path().join("registries.yaml")
+    }
+
     /// A directory for pod logs.
     pub fn logs(&self) -> PathBuf {
         self.dir.path().join("logs")
@@ -202,6 +208,9 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .expect("daemon log");
+        if !self.registries().exists() {
+            std::fs::write(self.registries(), "").expect("write the registries file");
+        }
         let mut command = Command::new("nsenter");
         command
             .arg(format!("--net={}", self.netns.path().display()))
@@ -220,7 +229,9 @@ impl Daemon {
             .arg(self.state())
             .args(["--bridge", "cri0", "--cluster-cidr", "10.77.0.0/16"])
             .arg("--cgroup-root")
-            .arg(&self.cgroup_root);
+            .arg(&self.cgroup_root)
+            .arg("--registries")
+            .arg(self.registries());
         if let Some(cidr) = &self.options.pod_cidr {
             command.args(["--pod-cidr", cidr]);
         }
