@@ -667,6 +667,85 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_failures_combine_under_the_most_telling_kind() {
+        let unreachable = |e: &str| ImageError::Unreachable {
+            reference: "r".into(),
+            registry: e.into(),
+            detail: "connection refused".into(),
+        };
+        let combined = combine(
+            "r",
+            vec![
+                ("http://a:1".into(), unreachable("a:1")),
+                (
+                    "http://b:2".into(),
+                    ImageError::Unauthorized {
+                        reference: "r".into(),
+                        detail: "401 Unauthorized".into(),
+                    },
+                ),
+                ("https://c".into(), unreachable("c")),
+            ],
+        );
+        assert!(
+            matches!(combined, ImageError::Unauthorized { .. }),
+            "{combined:?}"
+        );
+        assert_eq!(
+            combined.to_string(),
+            "pulling r: not authorized: via http://a:1: connection refused; \
+             via http://b:2: 401 Unauthorized; via https://c: connection refused"
+        );
+        let all_down = combine(
+            "r",
+            vec![
+                ("http://a:1".into(), unreachable("a:1")),
+                ("https://c".into(), unreachable("c")),
+            ],
+        );
+        assert!(
+            matches!(all_down, ImageError::Unreachable { .. }),
+            "{all_down:?}"
+        );
+        let mismatch = combine(
+            "r",
+            vec![(
+                "http://a:1".into(),
+                ImageError::DigestMismatch {
+                    what: "w".into(),
+                    expected: "e".into(),
+                    actual: "a".into(),
+                },
+            )],
+        );
+        assert!(
+            matches!(mismatch, ImageError::DigestMismatch { .. }),
+            "{mismatch:?}"
+        );
+        assert!(matches!(
+            combine("r", Vec::new()),
+            ImageError::Registry { .. }
+        ));
+    }
+
+    #[test]
+    fn flights_are_keyed_by_reference_and_credentials() {
+        let busybox = ImageReference::parse("busybox").unwrap();
+        let same = ImageReference::parse("docker.io/library/busybox:latest").unwrap();
+        let auth = RegistryAuth {
+            username: "u".into(),
+            password: "hunter2".into(),
+            ..Default::default()
+        };
+        assert_eq!(flight_key(&busybox, None), flight_key(&same, None));
+        assert_ne!(
+            flight_key(&busybox, None),
+            flight_key(&busybox, Some(&auth))
+        );
+        assert!(!flight_key(&busybox, Some(&auth)).contains("hunter2"));
+    }
+
+    #[test]
     fn credentials_map_to_bearer_then_basic() {
         let bearer = RegistryAuth {
             registry_token: "t".into(),
