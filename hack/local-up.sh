@@ -3,7 +3,10 @@
 # controllers), the cri runtime and the agent, all built in release mode, with data under
 # DATA_DIR (default ./_output/local-up). The busybox and pause images are built from Debian
 # packages and preloaded, so `kubectl create deployment web --image=busybox:1 -- httpd -f -p 8080`
-# works offline.
+# works offline. A local docker-registry on 127.0.0.1:REGISTRY_PORT serves them too (as
+# library/busybox:latest and :1, and pause:3.10), and the runtime's registries file
+# ($DATA_DIR/registries.yaml) sends docker.io and registry.k8s.io there, so
+# `kubectl run x --image=busybox -- sleep 1d` (a :latest image, always pulled) works offline.
 #
 # Ctrl-C or SIGTERM stops everything and removes the containers, mounts, bridge and rules it
 # created; a run after a crash first cleans up what the crashed one left. API objects persist
@@ -11,7 +14,7 @@
 #
 # Environment: DATA_DIR, LISTEN (127.0.0.1:6443), STORAGE (sqlite | etcd://host:port),
 # NODE_NAME (the hostname), POD_CIDR (10.244.0.0/24), CLUSTER_CIDR (10.244.0.0/16),
-# BRIDGE (cri0), PROFILE (release | debug).
+# BRIDGE (cri0), PROFILE (release | debug), REGISTRY_PORT (5000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -23,10 +26,11 @@ NODE_NAME="${NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}"
 POD_CIDR="${POD_CIDR:-10.244.0.0/24}"
 CLUSTER_CIDR="${CLUSTER_CIDR:-10.244.0.0/16}"
 BRIDGE="${BRIDGE:-cri0}"
+REGISTRY_PORT="${REGISTRY_PORT:-5000}"
 
 [[ $(id -u) == 0 ]] || { echo "local-up: run as root (namespaces, cgroups, mounts, nftables)" >&2; exit 1; }
 
-packages=(protobuf-compiler libprotobuf-dev runc nftables iproute2 util-linux umoci skopeo busybox-static catatonit curl)
+packages=(protobuf-compiler libprotobuf-dev runc nftables iproute2 util-linux umoci skopeo busybox-static catatonit curl docker-registry)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -85,6 +89,7 @@ stop_all() {
   cleanup_runtime
   [[ -n ${cri_pid:-} ]] && kill -TERM "$cri_pid" 2>/dev/null && wait "$cri_pid" 2>/dev/null || true
   [[ -n ${api_pid:-} ]] && kill -TERM "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null || true
+  [[ -n ${registry_pid:-} ]] && kill -TERM "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null || true
   echo "local-up: stopped; data kept in $DATA_DIR"
 }
 
@@ -103,6 +108,37 @@ fi
 
 trap stop_all INT TERM EXIT
 
+# The local registry, and the registries file that sends Docker Hub and registry.k8s.io to it.
+registry_dir=$DATA_DIR/registry
+registry=127.0.0.1:$REGISTRY_PORT
+mkdir -p "$registry_dir"
+cat >"$registry_dir/config.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $registry_dir/data}}
+http: {addr: $registry}
+EOF
+docker-registry serve "$registry_dir/config.yml" >>"$logs/registry.log" 2>&1 &
+registry_pid=$!
+for _ in $(seq 100); do
+  curl -sf "http://$registry/v2/" >/dev/null 2>&1 && break
+  kill -0 "$registry_pid" 2>/dev/null || { echo "docker-registry exited (port $REGISTRY_PORT taken? set REGISTRY_PORT); see $logs/registry.log" >&2; tail -5 "$logs/registry.log" >&2; exit 1; }
+  sleep 0.1
+done
+push() { skopeo copy --quiet --dest-tls-verify=false "oci:$DATA_DIR/images/$1:$1:1" "docker://$registry/$2"; }
+push busybox library/busybox:latest
+push busybox library/busybox:1
+push pause pause:3.10
+registries=$DATA_DIR/registries.yaml
+cat >"$registries" <<EOF
+# Written by hack/local-up.sh: Docker Hub and registry.k8s.io names come from the local registry.
+mirrors:
+  docker.io:
+    endpoint: ["http://$registry"]
+  registry.k8s.io:
+    endpoint: ["http://$registry"]
+EOF
+
 "$bin/apiserver-lite" --data-dir "$api_dir" --listen "$LISTEN" --storage "$STORAGE" >>"$logs/apiserver.log" 2>&1 &
 api_pid=$!
 for _ in $(seq 100); do
@@ -112,7 +148,8 @@ for _ in $(seq 100); do
 done
 
 "$bin/cri" serve --listen "$socket" --root "$cri_root" --state "$cri_state" --bridge "$BRIDGE" \
-  --cluster-cidr "$CLUSTER_CIDR" --pod-cidr "$POD_CIDR" --cgroup-root "$cgroup_root" >>"$logs/cri.log" 2>&1 &
+  --cluster-cidr "$CLUSTER_CIDR" --pod-cidr "$POD_CIDR" --cgroup-root "$cgroup_root" \
+  --registries "$registries" >>"$logs/cri.log" 2>&1 &
 cri_pid=$!
 for _ in $(seq 100); do [[ -S $socket ]] && break; sleep 0.1; done
 [[ -S $socket ]] || { echo "cri did not start; see $logs/cri.log" >&2; tail -5 "$logs/cri.log" >&2; exit 1; }
@@ -140,10 +177,11 @@ A one-node cluster is up (node $NODE_NAME, pods in $POD_CIDR). In another shell:
   export KUBECONFIG=$api_dir/admin.kubeconfig
   kubectl get nodes
   kubectl create deployment web --image=busybox:1 -- httpd -f -p 8080 -h /etc
+  kubectl run x --image=busybox -- sleep 1d     # pulled through $registries
   kubectl rollout status deployment/web
   kubectl get pods -o wide
   kubectl logs deployment/web; kubectl exec deploy/web -- hostname
 
-Logs: $logs/{apiserver,cri,agent}.log. Ctrl-C stops the cluster and removes its containers.
+Logs: $logs/{apiserver,cri,agent,registry}.log. Ctrl-C stops the cluster and removes its containers.
 EOF
 wait "$api_pid" "$cri_pid" "$agent_pid"

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cri::container::monitor;
 use cri::container::oci::Runc;
-use cri::image::{ImageStore, StoreOptions, import_offline};
+use cri::image::{ImageStore, RegistriesFile, StoreOptions, import_offline};
 use cri::runtime::{Runtime, RuntimeOptions};
 use cri::sandbox::ipam::Ipv4Cidr;
 use cri::sandbox::network::NftCommand;
@@ -99,6 +99,10 @@ struct ServeArgs {
     /// A registry (`host` or `host:port`) reached over plain HTTP; loopback ones always are.
     #[arg(long)]
     insecure_registry: Vec<String>,
+    /// A registries file (k3s `registries.yaml` format: mirrors, rewrites, auth, TLS per
+    /// registry host); re-read when it changes, no restart needed.
+    #[arg(long)]
+    registries: Option<PathBuf>,
     /// Image tarballs and OCI layouts imported at start (default `<root>/preload`).
     #[arg(long)]
     preload_dir: Option<PathBuf>,
@@ -123,6 +127,7 @@ struct ImportArgs {
 fn store_options(insecure: &[String]) -> StoreOptions {
     StoreOptions {
         insecure_registries: insecure.to_vec(),
+        ..StoreOptions::default()
     }
 }
 
@@ -225,8 +230,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         pod_cidr: args.pod_cidr,
         cgroup_root: args.cgroup_root.clone(),
     };
+    let mut store_options = store_options(&args.insecure_registry);
+    if let Some(path) = &args.registries {
+        store_options.registries =
+            Some(Arc::new(RegistriesFile::load(path).with_context(|| {
+                format!("load the registries file {}", path.display())
+            })?));
+    }
     let store = Arc::new(
-        ImageStore::open_with(&args.root, store_options(&args.insecure_registry))
+        ImageStore::open_with(&args.root, store_options)
             .with_context(|| format!("open the image store under {}", args.root.display()))?,
     );
     let preload = args

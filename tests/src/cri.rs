@@ -191,6 +191,12 @@ impl Daemon {
         self.dir.path().join("state")
     }
 
+    /// The registries file the daemon reads (`--registries`); empty at start, and re-read by
+    /// the daemon when a test writes it.
+    pub fn registries(&self) -> PathBuf {
+        self.dir.path().join("registries.yaml")
+    }
+
     /// A directory for pod logs.
     pub fn logs(&self) -> PathBuf {
         self.dir.path().join("logs")
@@ -202,6 +208,9 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .expect("daemon log");
+        if !self.registries().exists() {
+            std::fs::write(self.registries(), "").expect("write the registries file");
+        }
         let mut command = Command::new("nsenter");
         command
             .arg(format!("--net={}", self.netns.path().display()))
@@ -220,7 +229,9 @@ impl Daemon {
             .arg(self.state())
             .args(["--bridge", "cri0", "--cluster-cidr", "10.77.0.0/16"])
             .arg("--cgroup-root")
-            .arg(&self.cgroup_root);
+            .arg(&self.cgroup_root)
+            .arg("--registries")
+            .arg(self.registries());
         if let Some(cidr) = &self.options.pod_cidr {
             command.args(["--pod-cidr", cidr]);
         }
@@ -426,6 +437,17 @@ pub struct Registry {
     _dir: tempfile::TempDir,
 }
 
+/// How to start a [`Registry`].
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// The network namespace (the host's when `None`).
+    pub netns: Option<PathBuf>,
+    /// htpasswd credentials the registry requires.
+    pub credentials: Option<(String, String)>,
+    /// Serve HTTPS with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
 /// `program`, run inside the network namespace at `netns` when one is given.
 pub fn command_in(netns: Option<&Path>, program: &str) -> Command {
     match netns {
@@ -448,11 +470,34 @@ impl Registry {
     /// Starts a registry on the loopback of the network namespace at `netns` (the host's when
     /// `None`); pushes go there too.
     pub fn start_in(netns: Option<&Path>, credentials: Option<(&str, &str)>) -> Option<Registry> {
+        Self::start_with(RegistryOptions {
+            netns: netns.map(Path::to_path_buf),
+            credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+            tls: None,
+        })
+    }
+
+    /// Starts a registry as `options` say. Its access log (one line per request) is kept for
+    /// [`Registry::requests`].
+    pub fn start_with(options: RegistryOptions) -> Option<Registry> {
+        let netns = options.netns.as_deref();
+        let credentials = options
+            .credentials
+            .as_ref()
+            .map(|(u, p)| (u.as_str(), p.as_str()));
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let address = format!("127.0.0.1:{port}");
+        let tls = match &options.tls {
+            Some((cert, key)) => format!(
+                ", tls: {{certificate: {}, key: {}}}",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         let mut config = format!(
-            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {address}}}\n",
+            "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: false}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {address}{tls}}}\n",
             dir.path().join("data").display()
         );
         if let Some((user, password)) = credentials {
@@ -504,6 +549,16 @@ impl Registry {
                     .is_ok_and(|s| s.success())
             }
         }
+    }
+
+    /// How many requests the access log shows whose request line contains `needle` (e.g.
+    /// `"GET /v2/busybox/blobs/"`).
+    pub fn requests(&self, needle: &str) -> usize {
+        std::fs::read_to_string(self._dir.path().join("registry.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(needle) && line.contains("HTTP/"))
+            .count()
     }
 
     /// Pushes `name:1` from the layouts as `<registry>/<as_name>`.

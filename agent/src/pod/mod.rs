@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod config;
 pub mod plan;
 pub mod probe;
+pub mod pull_secrets;
 pub mod status;
 pub mod volumes;
 pub mod worker;

@@ -22,9 +22,31 @@ use super::plan::{
     self, ContainerKind, Observed, ObservedContainer, ObservedSandbox, Plan, RunState, Start,
 };
 use super::probe::{self, ProbeKind, Prober};
+use super::pull_secrets::{self, Credential};
 use super::status::{StatusInput, pod_status};
 use super::volumes;
-use crate::runtime::ContainerRuntime;
+use crate::runtime::{ContainerRuntime, RuntimeError};
+
+/// Pulls `image` with each matching credential in turn (the first success wins, the last
+/// failure is returned), or without credentials when none match, as the kubelet does.
+async fn pull_with(
+    rt: &dyn ContainerRuntime,
+    image: &str,
+    credentials: &[Credential],
+) -> Result<String, RuntimeError> {
+    let Some((last, first)) = credentials.split_last() else {
+        return rt.pull_image(image, None).await;
+    };
+    for credential in first {
+        match rt.pull_image(image, Some(credential.auth_config())).await {
+            Ok(id) => return Ok(id),
+            Err(e) => {
+                tracing::info!(image, key = %credential.key, error = %e.message(), "pull with these credentials failed; trying the next");
+            }
+        }
+    }
+    rt.pull_image(image, Some(last.auth_config())).await
+}
 
 /// The shortest grace period kubelet gives a container it stops.
 pub const MINIMUM_GRACE_SECONDS: i64 = 2;
@@ -82,7 +104,7 @@ pub struct Worker {
     runtime_rx: watch::Receiver<RuntimeSlice>,
     backoff: Backoff,
     waiting: BTreeMap<String, (String, String)>,
-    pull_backoff: HashMap<String, (Timestamp, Duration)>,
+    pull_backoff: HashMap<String, (Timestamp, Duration, String)>,
     exited_cache: HashMap<String, cri::ContainerStatus>,
     last_status: Option<PodStatus>,
     last_pod: Option<Arc<Pod>>,
@@ -639,10 +661,11 @@ impl Worker {
             }
         }
         let now = Timestamp::now();
-        if let Some((since, backoff)) = self.pull_backoff.get(image)
+        if let Some((since, backoff, last_error)) = self.pull_backoff.get(image)
             && now < *since + *backoff
         {
-            let message = format!("Back-off pulling image \"{image}\"");
+            // As kubelet 1.30+: the back-off names the error that caused it.
+            let message = format!("Back-off pulling image \"{image}\": ErrImagePull: {last_error}");
             self.waiting
                 .insert(name.into(), ("ImagePullBackOff".into(), message));
             return false;
@@ -654,7 +677,8 @@ impl Worker {
             format!("Pulling image \"{image}\""),
         );
         let started = std::time::Instant::now();
-        match rt.pull_image(image, None).await {
+        let keyring = pull_secrets::keyring_for(&self.shared.client, pod).await;
+        match pull_with(rt.as_ref(), image, &keyring.lookup(image)).await {
             Ok(_) => {
                 self.pull_backoff.remove(image);
                 self.event(
@@ -672,10 +696,11 @@ impl Worker {
                 let next = self
                     .pull_backoff
                     .get(image)
-                    .map_or(Duration::from_secs(10), |(_, d)| {
+                    .map_or(Duration::from_secs(10), |(_, d, _)| {
                         (*d * 2).min(Duration::from_secs(300))
                     });
-                self.pull_backoff.insert(image.to_string(), (now, next));
+                self.pull_backoff
+                    .insert(image.to_string(), (now, next, e.message()));
                 let message = format!("Failed to pull image \"{image}\": {}", e.message());
                 self.event(pod, EventType::Warning, "Failed", message.clone());
                 self.waiting

@@ -21,6 +21,7 @@ mod import;
 mod manifest;
 mod pull;
 mod reference;
+pub mod registries;
 mod store;
 mod unpack;
 
@@ -31,6 +32,7 @@ pub use import::import_offline;
 pub use oci_spec::image::{Config, ImageConfiguration};
 pub use pull::RegistryAuth;
 pub use reference::ImageReference;
+pub use registries::{RegistriesConfig, RegistriesFile};
 pub use store::{FsUsage, Image, ImageStore, Layer, StoreOptions};
 
 /// Everything that can go wrong with images. The gRPC layer maps each variant to a status
@@ -126,6 +128,16 @@ pub enum ImageError {
         /// The lock file.
         path: PathBuf,
     },
+    /// The registries file (`--registries`) is invalid; pulls fail until it is fixed.
+    #[error("registries config {path}: {field}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The field at fault (`mirrors."docker.io".endpoint[0]`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Any other registry failure (5xx, protocol violations), with the registry's message.
     #[error("pulling {reference}: {detail}")]
     Registry {
@@ -137,6 +149,78 @@ pub enum ImageError {
 }
 
 impl ImageError {
+    /// A copy for every waiter on a shared pull (an I/O error keeps its kind and text).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            ImageError::NotFound { reference, detail } => ImageError::NotFound {
+                reference: reference.clone(),
+                detail: detail.clone(),
+            },
+            ImageError::Unauthorized { reference, detail } => ImageError::Unauthorized {
+                reference: reference.clone(),
+                detail: detail.clone(),
+            },
+            ImageError::Unreachable {
+                reference,
+                registry,
+                detail,
+            } => ImageError::Unreachable {
+                reference: reference.clone(),
+                registry: registry.clone(),
+                detail: detail.clone(),
+            },
+            ImageError::InvalidReference { reference, reason } => ImageError::InvalidReference {
+                reference: reference.clone(),
+                reason: reason.clone(),
+            },
+            ImageError::DigestMismatch {
+                what,
+                expected,
+                actual,
+            } => ImageError::DigestMismatch {
+                what: what.clone(),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            },
+            ImageError::UnsupportedMediaType { media_type, what } => {
+                ImageError::UnsupportedMediaType {
+                    media_type: media_type.clone(),
+                    what: what.clone(),
+                }
+            }
+            ImageError::InvalidContent {
+                source_path,
+                reason,
+            } => ImageError::InvalidContent {
+                source_path: source_path.clone(),
+                reason: reason.clone(),
+            },
+            ImageError::Io { op, path, source } => ImageError::Io {
+                op,
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            ImageError::Corrupt { path, reason } => ImageError::Corrupt {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            ImageError::Locked { path } => ImageError::Locked { path: path.clone() },
+            ImageError::Config {
+                path,
+                field,
+                reason,
+            } => ImageError::Config {
+                path: path.clone(),
+                field: field.clone(),
+                reason: reason.clone(),
+            },
+            ImageError::Registry { reference, detail } => ImageError::Registry {
+                reference: reference.clone(),
+                detail: detail.clone(),
+            },
+        }
+    }
+
     /// An [`ImageError::Io`] for `path`.
     pub(crate) fn io(
         op: &'static str,

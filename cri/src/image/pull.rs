@@ -1,21 +1,30 @@
-//! Pulling from registries (oci-client): credentials from the CRI `AuthConfig`, plain HTTP
-//! for loopback and configured insecure registries, the running platform picked from
-//! indexes, every manifest and blob checked against its digest before it is stored, and
-//! registry failures sorted into [`ImageError`] variants.
+//! Pulling from registries (oci-client): the endpoints the registries file plans (mirrors in
+//! order with their rewrites, then the registry itself), each with its own credentials (the
+//! CRI `AuthConfig` for the registry's own host) and TLS settings; plain HTTP for loopback and
+//! configured insecure registries; the running platform picked from indexes; every manifest
+//! and blob checked against its digest before it is stored; layers fetched a few at a time;
+//! concurrent pulls of one image joined into one; and registry failures sorted into
+//! [`ImageError`] variants that say which endpoint failed and why.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Once;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth as ClientAuth;
 use oci_client::{Client, Reference};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use super::manifest::{self, Document};
 use super::reference::ImageReference;
+use super::registries::{Attempt, RegistriesConfig};
 use super::store::{NewImage, chain_ids, commit_file, sha256_bytes};
 use super::{Image, ImageError, ImageStore};
 
@@ -197,54 +206,292 @@ fn install_crypto_provider() {
     });
 }
 
+/// A pull in progress that others may join: its id (so only its own guard removes it) and
+/// where its result appears.
+pub(crate) type Flight = (u64, watch::Receiver<Option<Result<Image, ImageError>>>);
+
+/// Pulls in progress by key (see [`flight_key`]).
+pub(crate) type Flights = HashMap<String, Flight>;
+
+/// Identifies pulls that may share one download: the normalised reference and a hash of the
+/// credentials (pulls with other credentials may see other content or other errors).
+fn flight_key(reference: &ImageReference, auth: Option<&RegistryAuth>) -> String {
+    let mut hasher = Sha256::new();
+    if let Some(a) = auth {
+        for field in [
+            &a.username,
+            &a.password,
+            &a.auth,
+            &a.identity_token,
+            &a.registry_token,
+        ] {
+            hasher.update(field.as_bytes());
+            hasher.update([0]);
+        }
+    }
+    format!("{reference} {}", hex::encode(&hasher.finalize()[..8]))
+}
+
+/// What a pull does about a flight: lead it, or wait for the leader's result.
+enum Role<'a> {
+    Lead(FlightGuard<'a>),
+    Follow(watch::Receiver<Option<Result<Image, ImageError>>>),
+}
+
+/// The leader's end of a flight: publishes the result, and removes the flight when the
+/// leader finishes or is dropped (a cancelled pull lets a waiter take over).
+struct FlightGuard<'a> {
+    store: &'a ImageStore,
+    key: String,
+    id: u64,
+    sender: watch::Sender<Option<Result<Image, ImageError>>>,
+}
+
+impl FlightGuard<'_> {
+    fn publish(&self, result: &Result<Image, ImageError>) {
+        let copy = match result {
+            Ok(image) => Ok(image.clone()),
+            Err(e) => Err(e.duplicate()),
+        };
+        self.sender.send_replace(Some(copy));
+    }
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.store.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if flights.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            flights.remove(&self.key);
+        }
+    }
+}
+
+/// Removes a partial download when the pull that made it fails or is cancelled.
+struct IngestFile(PathBuf);
+
+impl Drop for IngestFile {
+    fn drop(&mut self) {
+        // Gone already when the blob was committed (renamed into place).
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Layers at least this large in total get progress lines.
+const PROGRESS_BYTES: u64 = 16 << 20;
+
+/// The one endpoint failure's detail, or every endpoint's, under the kind that says most:
+/// the first failure that is not "unreachable" (a mirror's 401 says more than the
+/// unreachable default endpoint after it).
+fn combine(reference: &str, mut failures: Vec<(String, ImageError)>) -> ImageError {
+    let details: Vec<String> = failures
+        .iter()
+        .map(|(endpoint, e)| format!("via {endpoint}: {}", detail_of(e)))
+        .collect();
+    let detail = details.join("; ");
+    let primary = failures
+        .iter()
+        .position(|(_, e)| !matches!(e, ImageError::Unreachable { .. }))
+        .unwrap_or(0);
+    if failures.is_empty() {
+        return ImageError::Registry {
+            reference: reference.to_string(),
+            detail: "no endpoint to pull from".to_string(),
+        };
+    }
+    let (endpoint, error) = failures.swap_remove(primary);
+    match error {
+        ImageError::NotFound { reference, .. } => ImageError::NotFound { reference, detail },
+        ImageError::Unauthorized { reference, .. } => {
+            ImageError::Unauthorized { reference, detail }
+        }
+        ImageError::Unreachable { reference, .. } => ImageError::Unreachable {
+            reference,
+            registry: endpoint,
+            detail,
+        },
+        ImageError::Registry { reference, .. } => ImageError::Registry { reference, detail },
+        other if details.len() == 1 => other,
+        _ => ImageError::Registry {
+            reference: reference.to_string(),
+            detail,
+        },
+    }
+}
+
+/// The part of an error that says what the endpoint answered.
+fn detail_of(e: &ImageError) -> String {
+    match e {
+        ImageError::NotFound { detail, .. }
+        | ImageError::Unauthorized { detail, .. }
+        | ImageError::Unreachable { detail, .. }
+        | ImageError::Registry { detail, .. } => detail.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Errors about this machine rather than the endpoint: no other endpoint can help.
+fn is_local(e: &ImageError) -> bool {
+    matches!(
+        e,
+        ImageError::Io { .. }
+            | ImageError::Corrupt { .. }
+            | ImageError::Locked { .. }
+            | ImageError::Config { .. }
+            | ImageError::InvalidReference { .. }
+    )
+}
+
 impl ImageStore {
     /// Pulls `image_ref` (a tag or digest reference, normalised as Docker does) for the
-    /// running platform and returns the stored image. Layers already unpacked are not
-    /// downloaded again. The tag (if any) and `name@<digest of what the registry served>` now
-    /// name this image, moving from any image that held them.
+    /// running platform and returns the stored image. The endpoints come from the registries
+    /// file (mirrors in order, then the registry itself); the first that serves the image
+    /// wins. Layers already unpacked are not downloaded again, and concurrent pulls of the
+    /// same reference with the same credentials share one download. The tag (if any) and
+    /// `name@<digest of what was served>` under the name asked for (whatever mirror served
+    /// it) now name this image, moving from any image that held them.
     /// A failed pull leaves nothing behind: what it stored is unreferenced and swept.
     pub async fn pull(
         &self,
         image_ref: &str,
         auth: Option<&RegistryAuth>,
     ) -> Result<Image, ImageError> {
-        let result = self.pull_inner(image_ref, auth).await;
-        if result.is_err() {
-            self.sweep();
+        let reference = ImageReference::parse(image_ref)?;
+        let key = flight_key(&reference, auth);
+        loop {
+            match self.join_flight(&key) {
+                Role::Lead(guard) => {
+                    let result = self.pull_endpoints(&reference, auth).await;
+                    if result.is_err() {
+                        self.sweep();
+                    }
+                    guard.publish(&result);
+                    return result;
+                }
+                Role::Follow(mut receiver) => {
+                    tracing::debug!(reference = %reference, "joining a pull in progress");
+                    loop {
+                        if let Some(result) = receiver.borrow_and_update().as_ref() {
+                            return match result {
+                                Ok(image) => Ok(image.clone()),
+                                Err(e) => Err(e.duplicate()),
+                            };
+                        }
+                        if receiver.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    if let Some(result) = receiver.borrow().as_ref() {
+                        return match result {
+                            Ok(image) => Ok(image.clone()),
+                            Err(e) => Err(e.duplicate()),
+                        };
+                    }
+                    // The leader was cancelled without a result: take over.
+                }
+            }
         }
-        result
     }
 
-    async fn pull_inner(
+    fn join_flight(&self, key: &str) -> Role<'_> {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, receiver)) = flights.get(key) {
+            return Role::Follow(receiver.clone());
+        }
+        let (sender, receiver) = watch::channel(None);
+        let id = rand::random::<u64>();
+        flights.insert(key.to_string(), (id, receiver));
+        Role::Lead(FlightGuard {
+            store: self,
+            key: key.to_string(),
+            id,
+            sender,
+        })
+    }
+
+    /// Tries each endpoint of the plan in turn.
+    async fn pull_endpoints(
         &self,
-        image_ref: &str,
+        reference: &ImageReference,
         auth: Option<&RegistryAuth>,
     ) -> Result<Image, ImageError> {
-        let reference = ImageReference::parse(image_ref)?;
-        let wanted = reference.to_string();
-        let ctx = PullContext {
-            reference: &wanted,
-            registry: &reference.registry,
+        let config = match &self.options().registries {
+            Some(file) => file.current()?,
+            None => Arc::new(RegistriesConfig::default()),
         };
-        let auth = match auth {
-            Some(auth) => auth.to_client(&wanted)?,
+        let attempts = config.plan(reference, &self.options().insecure_registries, auth);
+        let wanted = reference.to_string();
+        let mut failures = Vec::new();
+        for attempt in &attempts {
+            match self.pull_from(reference, &wanted, attempt).await {
+                Ok(image) => {
+                    tracing::info!(
+                        reference = %wanted,
+                        endpoint = %attempt.endpoint,
+                        repository = %attempt.repository,
+                        id = %image.id,
+                        "pulled image"
+                    );
+                    return Ok(image);
+                }
+                Err(e) if is_local(&e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(
+                        reference = %wanted,
+                        endpoint = %attempt.endpoint,
+                        error = %e,
+                        "pull through endpoint failed"
+                    );
+                    failures.push((attempt.endpoint.to_string(), e));
+                }
+            }
+        }
+        Err(combine(&wanted, failures))
+    }
+
+    /// Pulls `reference` through one endpoint.
+    async fn pull_from(
+        &self,
+        reference: &ImageReference,
+        wanted: &str,
+        attempt: &Attempt,
+    ) -> Result<Image, ImageError> {
+        let ctx = PullContext {
+            reference: wanted,
+            registry: &attempt.endpoint.host,
+        };
+        let auth = match &attempt.host.auth {
+            Some(auth) => auth.to_client(wanted)?,
             None => ClientAuth::Anonymous,
         };
         install_crypto_provider();
-        let protocol = if plain_http(&reference.registry, &self.options().insecure_registries) {
+        let protocol = if attempt.endpoint.plain_http {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https
         };
-        let client = Client::new(ClientConfig {
+        let client = Client::try_from(ClientConfig {
             protocol,
             platform_resolver: None,
             connect_timeout: Some(CONNECT_TIMEOUT),
             read_timeout: Some(READ_TIMEOUT),
+            accept_invalid_certificates: attempt.host.insecure_skip_verify,
+            extra_root_certificates: attempt
+                .host
+                .ca_pem
+                .iter()
+                .map(|pem| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
             ..ClientConfig::default()
-        });
-        let registry = reference.registry.clone();
-        let repository = reference.repository.clone();
+        })
+        .map_err(|e| ImageError::Registry {
+            reference: wanted.to_string(),
+            detail: format!("client for {}: {}", attempt.endpoint, error_chain(&e)),
+        })?;
+        let registry = attempt.endpoint.host.clone();
+        let repository = attempt.repository.clone();
         let remote = match (&reference.digest, &reference.tag) {
             (Some(digest), _) => Reference::with_digest(registry, repository, digest.clone()),
             (None, tag) => {
@@ -269,12 +516,12 @@ impl ImageStore {
         }
         pins.add(&top_digest);
         self.put_blob(&top, &top_digest, &format!("manifest of {wanted}"))?;
-        let (manifest, manifest_digest, manifest_size) = match manifest::parse(&top, &wanted)? {
+        let (manifest, manifest_digest, manifest_size) = match manifest::parse(&top, wanted)? {
             Document::Manifest(manifest) => (manifest, top_digest.clone(), top.len()),
             Document::Index(index) => {
                 let entry =
                     manifest::select_platform(&index).ok_or_else(|| ImageError::NotFound {
-                        reference: wanted.clone(),
+                        reference: wanted.to_string(),
                         detail: format!(
                             "no manifest for {} in its index",
                             manifest::platform_name()
@@ -320,11 +567,30 @@ impl ImageStore {
                     continue;
                 }
             }
-            needed.push(digest);
+            needed.push((digest, layer.size()));
         }
-        let (client, remote, ctx) = (&client, &remote, &ctx);
+        let total: u64 = needed.iter().map(|(_, size)| *size).sum();
+        let count = needed.len();
+        let done = AtomicU64::new(0);
+        let layers_done = AtomicU64::new(0);
+        let (client, remote, ctx, done, layers_done) =
+            (&client, &remote, &ctx, &done, &layers_done);
         futures::stream::iter(needed)
-            .map(|digest| async move { self.fetch_blob(client, remote, &digest, ctx).await })
+            .map(|(digest, size)| async move {
+                self.fetch_blob(client, remote, &digest, ctx).await?;
+                let bytes = done.fetch_add(size, Ordering::Relaxed) + size;
+                let n = layers_done.fetch_add(1, Ordering::Relaxed) + 1;
+                if total >= PROGRESS_BYTES {
+                    tracing::info!(
+                        reference = %ctx.reference,
+                        endpoint = %ctx.registry,
+                        layers = %format!("{n}/{count}"),
+                        mib = %format!("{}/{}", bytes >> 20, total >> 20),
+                        "pull progress"
+                    );
+                }
+                Ok::<(), ImageError>(())
+            })
             .buffer_unordered(CONCURRENT_DOWNLOADS)
             .try_collect::<Vec<()>>()
             .await?;
@@ -336,9 +602,7 @@ impl ImageStore {
             repo_tags: reference.repo_tag().into_iter().collect(),
             repo_digests: vec![reference.repo_digest(&top_digest)],
         };
-        let image = self.commit_image(new, &mut pins).await?;
-        tracing::info!(reference = %wanted, id = %image.id, "pulled image");
-        Ok(image)
+        self.commit_image(new, &mut pins).await
     }
 
     /// Downloads blob `digest` into the store unless it is there already.
@@ -352,22 +616,25 @@ impl ImageStore {
         if self.has_blob(digest) {
             return Ok(());
         }
-        let tmp = self.ingest_path("download");
-        let file = tokio::fs::File::create(&tmp)
+        let tmp = IngestFile(self.ingest_path("download"));
+        let file = tokio::fs::File::create(&tmp.0)
             .await
-            .map_err(ImageError::io("create", &tmp))?;
-        if let Err(e) = client.pull_blob(remote, digest, file).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(ctx.error(e));
-        }
+            .map_err(ImageError::io("create", &tmp.0))?;
+        client
+            .pull_blob(remote, digest, file)
+            .await
+            .map_err(|e| ctx.error(e))?;
         let dest = self.blob_path(digest);
         let (digest, what) = (
             digest.to_string(),
             format!("blob {digest} of {}", ctx.reference),
         );
-        tokio::task::spawn_blocking(move || commit_file(&tmp, &dest, &digest, &what))
+        let path = tmp.0.clone();
+        let result = tokio::task::spawn_blocking(move || commit_file(&path, &dest, &digest, &what))
             .await
-            .map_err(|e| ImageError::io("store", self.root())(std::io::Error::other(e)))?
+            .map_err(|e| ImageError::io("store", self.root())(std::io::Error::other(e)))?;
+        drop(tmp);
+        result
     }
 }
 
@@ -397,6 +664,85 @@ mod tests {
         ] {
             assert!(!plain_http(no, &insecure), "{no}");
         }
+    }
+
+    #[test]
+    fn endpoint_failures_combine_under_the_most_telling_kind() {
+        let unreachable = |e: &str| ImageError::Unreachable {
+            reference: "r".into(),
+            registry: e.into(),
+            detail: "connection refused".into(),
+        };
+        let combined = combine(
+            "r",
+            vec![
+                ("http://a:1".into(), unreachable("a:1")),
+                (
+                    "http://b:2".into(),
+                    ImageError::Unauthorized {
+                        reference: "r".into(),
+                        detail: "401 Unauthorized".into(),
+                    },
+                ),
+                ("https://c".into(), unreachable("c")),
+            ],
+        );
+        assert!(
+            matches!(combined, ImageError::Unauthorized { .. }),
+            "{combined:?}"
+        );
+        assert_eq!(
+            combined.to_string(),
+            "pulling r: not authorized: via http://a:1: connection refused; \
+             via http://b:2: 401 Unauthorized; via https://c: connection refused"
+        );
+        let all_down = combine(
+            "r",
+            vec![
+                ("http://a:1".into(), unreachable("a:1")),
+                ("https://c".into(), unreachable("c")),
+            ],
+        );
+        assert!(
+            matches!(all_down, ImageError::Unreachable { .. }),
+            "{all_down:?}"
+        );
+        let mismatch = combine(
+            "r",
+            vec![(
+                "http://a:1".into(),
+                ImageError::DigestMismatch {
+                    what: "w".into(),
+                    expected: "e".into(),
+                    actual: "a".into(),
+                },
+            )],
+        );
+        assert!(
+            matches!(mismatch, ImageError::DigestMismatch { .. }),
+            "{mismatch:?}"
+        );
+        assert!(matches!(
+            combine("r", Vec::new()),
+            ImageError::Registry { .. }
+        ));
+    }
+
+    #[test]
+    fn flights_are_keyed_by_reference_and_credentials() {
+        let busybox = ImageReference::parse("busybox").unwrap();
+        let same = ImageReference::parse("docker.io/library/busybox:latest").unwrap();
+        let auth = RegistryAuth {
+            username: "u".into(),
+            password: "hunter2".into(),
+            ..Default::default()
+        };
+        assert_eq!(flight_key(&busybox, None), flight_key(&same, None));
+        assert_ne!(
+            flight_key(&busybox, None),
+            flight_key(&busybox, Some(&auth))
+        );
+        assert!(!flight_key(&busybox, Some(&auth)).contains("hunter2"));
     }
 
     #[test]

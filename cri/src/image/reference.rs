@@ -216,6 +216,8 @@ mod tests {
         assert_eq!(normal("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(normal("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(normal("foo/bar"), "docker.io/foo/bar:latest");
+        assert_eq!(normal("user/app"), "docker.io/user/app:latest");
+        assert_eq!(normal("user/app:2"), "docker.io/user/app:2");
         assert_eq!(
             normal("index.docker.io/busybox"),
             "docker.io/library/busybox:latest"

@@ -33,6 +33,9 @@ pub struct StoreOptions {
     /// Registries (`host` or `host:port`) reached over plain HTTP. Loopback registries
     /// (`localhost`, `127.0.0.0/8`, `[::1]`) always are.
     pub insecure_registries: Vec<String>,
+    /// Mirrors, rewrites, credentials and TLS per registry (`--registries`), re-read when
+    /// the file changes.
+    pub registries: Option<std::sync::Arc<super::RegistriesFile>>,
 }
 
 /// An image in the store, as the CRI and the runtime see it.
@@ -122,6 +125,8 @@ pub struct ImageStore {
     root: PathBuf,
     options: StoreOptions,
     inner: Mutex<Inner>,
+    /// Pulls in progress, by normalised reference and credentials, that others may join.
+    pub(crate) flights: Mutex<super::pull::Flights>,
     _lock: Flock<File>,
 }
 
@@ -232,6 +237,7 @@ impl ImageStore {
                 state,
                 pins: HashMap::new(),
             }),
+            flights: Mutex::default(),
             _lock: lock,
         };
         clear_dir(&store.ingest_dir())?;

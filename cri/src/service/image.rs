@@ -49,6 +49,7 @@ pub fn status_of(e: &ImageError) -> Status {
             Status::data_loss(message)
         }
         ImageError::Io { .. } | ImageError::Locked { .. } => Status::internal(message),
+        ImageError::Config { .. } => Status::failed_precondition(message),
     }
 }
 
