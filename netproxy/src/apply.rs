@@ -219,6 +219,86 @@ impl Nft for NftCommand {
     }
 }
 
+/// iptables through `iptables-restore --noflush` and `iptables-save` (whichever iptables the
+/// host selects: nft or legacy).
+pub trait Iptables: Send + Sync {
+    /// Applies `iptables-restore --noflush` input (each table one commit).
+    fn restore(&self, input: &str) -> Result<(), ApplyError>;
+    /// `iptables-save -t <table>`.
+    fn save(&self, table: &str) -> Result<String, ApplyError>;
+    /// Inserts `-j target` (with `matches`) at the top of a built-in chain unless present.
+    fn ensure_jump(&self, table: &str, chain: &str, target: &str, matches: &str) -> Result<(), ApplyError>;
+    /// Removes that jump; false when it was not there.
+    fn delete_jump(&self, table: &str, chain: &str, target: &str, matches: &str) -> Result<bool, ApplyError>;
+}
+
+/// The iptables command-line tools.
+#[derive(Debug, Default, Clone)]
+pub struct IptablesCommand;
+
+fn jump_args<'a>(op: &'a str, table: &'a str, chain: &'a str, target: &'a str, matches: &'a str) -> Vec<&'a str> {
+    let mut a = vec!["-w", "-t", table, op, chain];
+    a.extend(matches.split_whitespace());
+    a.extend(["-m", "comment", "--comment", "kube-lite-proxy", "-j", target]);
+    a
+}
+
+impl Iptables for IptablesCommand {
+    fn restore(&self, input: &str) -> Result<(), ApplyError> {
+        run("iptables-restore", &["-w", "--noflush"], Some(input)).map(drop)
+    }
+
+    fn save(&self, table: &str) -> Result<String, ApplyError> {
+        run("iptables-save", &["-t", table], None)
+    }
+
+    fn ensure_jump(&self, table: &str, chain: &str, target: &str, matches: &str) -> Result<(), ApplyError> {
+        if run("iptables", &jump_args("-C", table, chain, target, matches), None).is_ok() {
+            return Ok(());
+        }
+        let mut args = jump_args("-I", table, chain, target, matches);
+        args.insert(5, "1");
+        run("iptables", &args, None).map(drop)
+    }
+
+    fn delete_jump(&self, table: &str, chain: &str, target: &str, matches: &str) -> Result<bool, ApplyError> {
+        match run("iptables", &jump_args("-D", table, chain, target, matches), None) {
+            Ok(_) => Ok(true),
+            Err(ApplyError::Failed { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Removes everything of ours from iptables: the jumps, then our chains (flushed, deleted).
+pub fn iptables_cleanup(ipt: &dyn Iptables) -> Result<usize, ApplyError> {
+    use crate::rules::iptables::{JUMPS, parse_chains};
+    for (table, chain, target, matches) in JUMPS {
+        while ipt.delete_jump(table, chain, target, matches)? {}
+    }
+    let mut removed = 0;
+    let mut input = String::new();
+    for table in ["nat", "filter"] {
+        let chains = parse_chains(&ipt.save(table)?);
+        if chains.is_empty() {
+            continue;
+        }
+        input.push_str(&format!("*{table}\n"));
+        for c in &chains {
+            input.push_str(&format!(":{c} - [0:0]\n"));
+        }
+        for c in &chains {
+            input.push_str(&format!("-X {c}\n"));
+        }
+        input.push_str("COMMIT\n");
+        removed += chains.len();
+    }
+    if !input.is_empty() {
+        ipt.restore(&input)?;
+    }
+    Ok(removed)
+}
+
 /// The `conntrack` tool (Debian package `conntrack`).
 #[derive(Debug, Default, Clone)]
 pub struct ConntrackCommand;

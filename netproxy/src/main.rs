@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -15,10 +15,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use netproxy::apply::{ConntrackCommand, Nft, NftCommand};
+use netproxy::apply::{ConntrackCommand, IptablesCommand, Nft, NftCommand, iptables_cleanup};
 use netproxy::model::{NodeView, ServicePort, ServicePortName, build};
 use netproxy::rules::{Cidr, Config};
-use netproxy::sync::{Next, NftBackend, State, Stats, Syncer, Timing};
+use netproxy::sync::{Backend, IptablesBackend, Next, NftBackend, State, Stats, Syncer, Timing};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -87,12 +87,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 async fn main() -> anyhow::Result<()> {
     daemon::init_logging();
     let args = Args::parse();
-    if args.mode == Mode::Iptables {
-        bail!("--mode iptables is not built yet; use --mode nftables");
-    }
     if args.cleanup {
-        let removed = NftCommand.delete_table().context("deleting our nftables table")?;
-        tracing::info!(removed, "cleanup done");
+        // Both modes' rules go, as kube-proxy's --cleanup does; nothing else is touched.
+        let table = NftCommand.delete_table().context("deleting our nftables table")?;
+        let chains = if which("iptables-restore") {
+            iptables_cleanup(&IptablesCommand).context("deleting our iptables chains")?
+        } else {
+            0
+        };
+        tracing::info!(nftables_table = table, iptables_chains = chains, "cleanup done");
         return Ok(());
     }
     let node_name = match &args.hostname_override {
@@ -163,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
         cluster_cidr: args.cluster_cidr,
         nodeport_cidrs,
     };
-    tracing::info!(node = %node_name, config = ?cfg, "netproxy starting (nftables)");
+    tracing::info!(node = %node_name, config = ?cfg, mode = ?args.mode, "netproxy starting");
 
     let stats = Arc::new(Mutex::new(Stats::default()));
     let shared = netproxy::http::Shared {
@@ -190,10 +193,11 @@ async fn main() -> anyhow::Result<()> {
         sync_period: args.sync_period,
     };
     let node = NodeView { name: node_name };
-    let mut syncer = Syncer::new(
-        Box::new(NftBackend::new(cfg, Box::new(NftCommand))),
-        Box::new(ConntrackCommand),
-    );
+    let backend: Box<dyn Backend> = match args.mode {
+        Mode::Nftables => Box::new(NftBackend::new(cfg, Box::new(NftCommand))),
+        Mode::Iptables => Box::new(IptablesBackend::new(cfg, Box::new(IptablesCommand))),
+    };
+    let mut syncer = Syncer::new(backend, Box::new(ConntrackCommand));
     let mut state = State::start();
     loop {
         match state.next(Instant::now(), &timing) {
@@ -241,6 +245,12 @@ async fn main() -> anyhow::Result<()> {
         w.abort();
     }
     Ok(())
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| d.join(program).exists())
+    }) || std::path::Path::new("/usr/sbin").join(program).exists()
 }
 
 fn snapshot(

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::apply::{ApplyError, Conntrack, Nft, stale_udp_flows};
+use crate::apply::{ApplyError, Conntrack, Iptables, Nft, stale_udp_flows};
 use crate::model::{ServicePort, ServicePortName};
 use crate::rules::Config;
 use crate::rules::nft::{Applied, Counts, Plan, delta, full_sync};
@@ -247,6 +247,63 @@ impl Backend for NftBackend {
 
     fn delta(&mut self, ports: &BTreeMap<ServicePortName, ServicePort>) -> Result<usize, SyncError> {
         let plan = delta(&self.cfg, &self.applied, ports);
+        self.apply(Kind::Delta, plan)
+    }
+
+    fn counts(&self) -> Counts {
+        self.applied.counts()
+    }
+}
+
+/// The iptables backend: [`crate::rules::iptables`] through the [`Iptables`] trait.
+pub struct IptablesBackend {
+    cfg: Config,
+    ipt: Box<dyn Iptables>,
+    applied: crate::rules::iptables::Applied,
+}
+
+impl IptablesBackend {
+    /// A backend that has applied nothing yet.
+    pub fn new(cfg: Config, ipt: Box<dyn Iptables>) -> IptablesBackend {
+        IptablesBackend {
+            cfg,
+            ipt,
+            applied: Default::default(),
+        }
+    }
+
+    fn apply(&mut self, kind: Kind, plan: crate::rules::iptables::Plan) -> Result<usize, SyncError> {
+        let bytes = plan.script.len();
+        if !plan.script.is_empty() {
+            self.ipt
+                .restore(&plan.script)
+                .map_err(|source| SyncError::Apply { kind, bytes, source })?;
+        }
+        self.applied.commit(plan);
+        Ok(bytes)
+    }
+}
+
+impl Backend for IptablesBackend {
+    fn full(&mut self, ports: &BTreeMap<ServicePortName, ServicePort>) -> Result<usize, SyncError> {
+        use crate::rules::iptables::{JUMPS, full_sync, parse_chains};
+        let existing = parse_chains(&self.ipt.save("nat").map_err(SyncError::Read)?);
+        let plan = full_sync(&self.cfg, ports, &existing);
+        let bytes = self.apply(Kind::Full, plan)?;
+        for (table, chain, target, matches) in JUMPS {
+            self.ipt
+                .ensure_jump(table, chain, target, matches)
+                .map_err(|source| SyncError::Apply {
+                    kind: Kind::Full,
+                    bytes,
+                    source,
+                })?;
+        }
+        Ok(bytes)
+    }
+
+    fn delta(&mut self, ports: &BTreeMap<ServicePortName, ServicePort>) -> Result<usize, SyncError> {
+        let plan = crate::rules::iptables::delta(&self.cfg, &self.applied, ports);
         self.apply(Kind::Delta, plan)
     }
 

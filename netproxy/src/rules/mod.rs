@@ -2,6 +2,7 @@
 //! What both backends share lives here: the proxy's configuration, CIDRs, chain-name hashing
 //! and the masquerade mark.
 
+pub mod iptables;
 pub mod nft;
 
 use std::fmt;
