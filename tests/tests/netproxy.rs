@@ -30,12 +30,17 @@ struct Cluster {
     host: TestNetns,
     pods: Vec<Pod>,
     proxy: Option<Process>,
+    mode: &'static str,
     _forwarder: Forwarder,
     dir: tempfile::TempDir,
 }
 
 impl Cluster {
     fn start(pods: usize) -> Cluster {
+        Self::start_mode(pods, "nftables")
+    }
+
+    fn start_mode(pods: usize, mode: &'static str) -> Cluster {
         let api = ApiServer::start().expect("apiserver-lite");
         let node = TestNetns::create();
         let forwarder = Forwarder::start(&node, api.port);
@@ -84,6 +89,7 @@ impl Cluster {
             host,
             pods,
             proxy: None,
+            mode,
             _forwarder: forwarder,
             dir,
         };
@@ -104,6 +110,8 @@ impl Cluster {
                 "10.244.0.0/16",
                 "--min-sync-period",
                 "100ms",
+                "--mode",
+                self.mode,
             ])
             .args(extra)
             .env("RUST_LOG", "info");
@@ -174,7 +182,11 @@ impl Cluster {
     }
 
     fn nft(&self, args: &[&str]) -> String {
-        let mut all = vec!["ip", "netns", "exec", &self.node.name, "nft"];
+        self.in_node("nft", args)
+    }
+
+    fn in_node(&self, program: &str, args: &[&str]) -> String {
+        let mut all = vec!["ip", "netns", "exec", &self.node.name, program];
         all.extend_from_slice(args);
         sh(&all)
     }
@@ -351,4 +363,32 @@ fn a_restart_keeps_traffic_flowing_without_duplicates_and_cleanup_removes_only_o
     assert!(tables.contains("foreign-test"), "{tables}");
     assert!(c.nft(&["list", "table", "ip", "foreign-test"]).contains("counter"));
     assert!(!matches!(c.get(&c.client, &ip, 80), Get::Body(_)), "no routing after cleanup");
+}
+
+#[test]
+fn iptables_mode_spreads_over_ready_endpoints_rejects_without_endpoints_and_cleans_up_only_its_chains() {
+    require_tools();
+    let mut c = Cluster::start_mode(3, "iptables");
+    let ip = c.service("web", "  ports: [{name: http, port: 80, targetPort: 8080}]");
+    c.slice("web", &[(1, true, NODE), (2, true, NODE), (3, false, NODE)]);
+    c.wait_serves(&c.client, &ip, 80, "pod-1");
+    let seen: BTreeSet<String> = c.spread(&ip, 80, 40).into_iter().collect();
+    assert_eq!(seen, BTreeSet::from(["pod-1".to_string(), "pod-2".to_string()]));
+    let empty = c.service("empty", "  ports: [{name: http, port: 80}]");
+    wait_until("the empty service is rejected", Duration::from_secs(15), || {
+        c.in_node("iptables-save", &["-t", "filter"]).contains(&format!("-d {empty}/32"))
+    });
+    let started = Instant::now();
+    assert_eq!(c.get(&c.client, &empty, 80), Get::Refused);
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(c.nft(&["list", "tables"]).lines().all(|l| !l.contains("kube-lite-proxy")), "no nftables table in iptables mode");
+
+    c.in_node("iptables", &["-t", "nat", "-N", "FOREIGN-TEST"]);
+    c.proxy.as_mut().unwrap().terminate(Duration::from_secs(10));
+    let out = c.proxy_command(&["--cleanup"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let nat = c.in_node("iptables-save", &["-t", "nat"]);
+    assert!(!nat.contains("KUBE-LITE") && !nat.contains(":KL-"), "{nat}");
+    assert!(nat.contains(":FOREIGN-TEST"), "{nat}");
+    assert!(!c.in_node("iptables-save", &["-t", "filter"]).contains("KUBE-LITE"));
 }

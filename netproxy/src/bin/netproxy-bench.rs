@@ -2,17 +2,18 @@
 //! namespace (hack/bench/netproxy.sh makes one): for 1,000 and 10,000 services with 10
 //! endpoints each, the full sync time and the time to apply one endpoint change, the process
 //! RSS holding 10,000 services, and first-packet (TCP connect) latency to a cluster IP among
-//! them. The same `Syncer` and `nft` layer as the daemon; no API server involved.
+//! them, for the nftables and the iptables backend side by side. The same `Syncer` and apply
+//! layers as the daemon; no API server involved.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use netproxy::apply::{ConntrackCommand, Nft, NftCommand};
+use netproxy::apply::{ConntrackCommand, IptablesCommand, Nft, NftCommand, iptables_cleanup};
 use netproxy::model::{Endpoint, Protocol, ServicePort, ServicePortName};
 use netproxy::rules::Config;
-use netproxy::sync::{Kind, NftBackend, Syncer};
+use netproxy::sync::{Backend, IptablesBackend, Kind, NftBackend, Syncer};
 
 const ENDPOINTS: usize = 10;
 /// The probe service's cluster IP and its single endpoint (a local address in the netns).
@@ -128,12 +129,18 @@ fn main() -> anyhow::Result<()> {
         "{:<9} {:>8} {:>10} {:>13} {:>11} {:>12} {:>12} {:>9}",
         "backend", "services", "endpoints", "full_sync_ms", "delta_ms", "connect_p50", "connect_p99", "rss_mib"
     );
-    for n in sizes {
+    for (n, mode) in sizes
+        .iter()
+        .flat_map(|n| [(*n, "nftables"), (*n, "iptables")])
+    {
         NftCommand.delete_table()?;
-        let mut syncer = Syncer::new(
-            Box::new(NftBackend::new(Config::default(), Box::new(NftCommand))),
-            Box::new(ConntrackCommand),
-        );
+        iptables_cleanup(&IptablesCommand)?;
+        let backend: Box<dyn Backend> = if mode == "nftables" {
+            Box::new(NftBackend::new(Config::default(), Box::new(NftCommand)))
+        } else {
+            Box::new(IptablesBackend::new(Config::default(), Box::new(IptablesCommand)))
+        };
+        let mut syncer = Syncer::new(backend, Box::new(ConntrackCommand));
         let base = model(n, None);
         let t = Instant::now();
         syncer.sync(Kind::Full, base.clone())?;
@@ -154,7 +161,7 @@ fn main() -> anyhow::Result<()> {
         let counts = syncer.counts();
         println!(
             "{:<9} {:>8} {:>10} {:>13.1} {:>11.1} {:>10.3}ms {:>10.3}ms {:>9.1}",
-            "nftables",
+            mode,
             counts.services,
             counts.endpoints,
             ms(full),
@@ -165,7 +172,7 @@ fn main() -> anyhow::Result<()> {
         );
         drop(syncer);
         NftCommand.delete_table()?;
+        iptables_cleanup(&IptablesCommand)?;
     }
-    println!("(iptables backend: not built yet, no column)");
     Ok(())
 }

@@ -453,7 +453,12 @@ mod tests {
         assert!(s.contains("! -s 10.244.0.0/16 -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j KUBE-LITE-MARK-MASQ"));
         assert!(s.contains("-A KUBE-LITE-NODEPORTS -p tcp -m tcp --dport 30001 -j KL-EXT-"));
         assert!(s.contains("-A KUBE-LITE-POSTROUTING -j MASQUERADE --random-fully"));
-        assert!(s.ends_with("-A KUBE-LITE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-LITE-NODEPORTS\nCOMMIT\n"));
+        let last_dispatch = s.lines().filter(|l| l.starts_with("-A KUBE-LITE-SERVICES ")).last();
+        assert_eq!(
+            last_dispatch,
+            Some("-A KUBE-LITE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-LITE-NODEPORTS"),
+            "node ports come after every service IP"
+        );
         // Affinity on s0 through recent lists.
         assert!(s.contains("--rcheck --seconds 10800 --reap -j KL-SEP-"));
         assert!(s.contains("-m recent --name KL-SEP-"));
@@ -482,7 +487,7 @@ mod tests {
         let plan = delta(&cfg(), &applied, &ports(1000, 10, Some(7)));
         let s = &plan.script;
         let own_chains: Vec<&str> = s.lines().filter(|l| l.starts_with(":KL-")).collect();
-        assert_eq!(own_chains.len(), 3, "service chain, new endpoint, old endpoint: {own_chains:?}");
+        assert_eq!(own_chains.len(), 4, "service and external chains, new and old endpoint: {own_chains:?}");
         assert_eq!(s.matches("\n-X KL-SEP-").count(), 1);
         assert!(s.contains("DNAT --to-destination 10.200.7.250:8080"));
         assert!(s.len() < full_len / 5);
