@@ -166,10 +166,12 @@ fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, Appl
         // A failed write shows up as nft's own error below.
         let _ = pipe.write_all(input.as_bytes());
     }
-    let out = child.wait_with_output().map_err(|source| ApplyError::Spawn {
-        program: program.into(),
-        source,
-    })?;
+    let out = child
+        .wait_with_output()
+        .map_err(|source| ApplyError::Spawn {
+            program: program.into(),
+            source,
+        })?;
     if !out.status.success() {
         let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         stderr.truncate(4000);
@@ -227,19 +229,44 @@ pub trait Iptables: Send + Sync {
     /// `iptables-save -t <table>`.
     fn save(&self, table: &str) -> Result<String, ApplyError>;
     /// Inserts `-j target` (with `matches`) at the top of a built-in chain unless present.
-    fn ensure_jump(&self, table: &str, chain: &str, target: &str, matches: &str) -> Result<(), ApplyError>;
+    fn ensure_jump(
+        &self,
+        table: &str,
+        chain: &str,
+        target: &str,
+        matches: &str,
+    ) -> Result<(), ApplyError>;
     /// Removes that jump; false when it was not there.
-    fn delete_jump(&self, table: &str, chain: &str, target: &str, matches: &str) -> Result<bool, ApplyError>;
+    fn delete_jump(
+        &self,
+        table: &str,
+        chain: &str,
+        target: &str,
+        matches: &str,
+    ) -> Result<bool, ApplyError>;
 }
 
 /// The iptables command-line tools.
 #[derive(Debug, Default, Clone)]
 pub struct IptablesCommand;
 
-fn jump_args<'a>(op: &'a str, table: &'a str, chain: &'a str, target: &'a str, matches: &'a str) -> Vec<&'a str> {
+fn jump_args<'a>(
+    op: &'a str,
+    table: &'a str,
+    chain: &'a str,
+    target: &'a str,
+    matches: &'a str,
+) -> Vec<&'a str> {
     let mut a = vec!["-w", "-t", table, op, chain];
     a.extend(matches.split_whitespace());
-    a.extend(["-m", "comment", "--comment", "kube-lite-proxy", "-j", target]);
+    a.extend([
+        "-m",
+        "comment",
+        "--comment",
+        "kube-lite-proxy",
+        "-j",
+        target,
+    ]);
     a
 }
 
@@ -252,8 +279,20 @@ impl Iptables for IptablesCommand {
         run("iptables-save", &["-t", table], None)
     }
 
-    fn ensure_jump(&self, table: &str, chain: &str, target: &str, matches: &str) -> Result<(), ApplyError> {
-        if run("iptables", &jump_args("-C", table, chain, target, matches), None).is_ok() {
+    fn ensure_jump(
+        &self,
+        table: &str,
+        chain: &str,
+        target: &str,
+        matches: &str,
+    ) -> Result<(), ApplyError> {
+        if run(
+            "iptables",
+            &jump_args("-C", table, chain, target, matches),
+            None,
+        )
+        .is_ok()
+        {
             return Ok(());
         }
         let mut args = jump_args("-I", table, chain, target, matches);
@@ -261,8 +300,18 @@ impl Iptables for IptablesCommand {
         run("iptables", &args, None).map(drop)
     }
 
-    fn delete_jump(&self, table: &str, chain: &str, target: &str, matches: &str) -> Result<bool, ApplyError> {
-        match run("iptables", &jump_args("-D", table, chain, target, matches), None) {
+    fn delete_jump(
+        &self,
+        table: &str,
+        chain: &str,
+        target: &str,
+        matches: &str,
+    ) -> Result<bool, ApplyError> {
+        match run(
+            "iptables",
+            &jump_args("-D", table, chain, target, matches),
+            None,
+        ) {
             Ok(_) => Ok(true),
             Err(ApplyError::Failed { .. }) => Ok(false),
             Err(e) => Err(e),
@@ -355,12 +404,19 @@ mod tests {
         let new = udp(&["10.244.0.3"], Some(30053));
         let flows = stale_udp_flows(Some(&old), Some(&new));
         assert_eq!(flows.len(), 2);
-        assert!(flows.iter().all(|f| f.endpoint == Some("10.244.0.2".parse().unwrap())));
+        assert!(
+            flows
+                .iter()
+                .all(|f| f.endpoint == Some("10.244.0.2".parse().unwrap()))
+        );
         assert_eq!(
             flows[1].args().join(" "),
             "-D -p udp --orig-dst 10.96.0.10 --orig-port-dst 53 --dst-nat 10.244.0.2"
         );
-        assert_eq!(flows[0].args().join(" "), "-D -p udp --orig-port-dst 30053 --dst-nat 10.244.0.2");
+        assert_eq!(
+            flows[0].args().join(" "),
+            "-D -p udp --orig-port-dst 30053 --dst-nat 10.244.0.2"
+        );
     }
 
     #[test]

@@ -67,7 +67,11 @@ pub fn respond(shared: &Shared, path: &str) -> (StatusCode, &'static str, String
             "text/plain; version=0.0.4",
             stats.prometheus(),
         ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "404 page not found\n".into()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "404 page not found\n".into(),
+        ),
     }
 }
 
@@ -125,6 +129,10 @@ mod tests {
         assert_eq!(v["lastUpdated"], "");
         assert!(v["currentTime"].as_str().unwrap().ends_with('Z'));
         assert_eq!(respond(&shared, "/nope").0, StatusCode::NOT_FOUND);
-        assert!(respond(&shared, "/metrics").2.contains("# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram"));
+        assert!(
+            respond(&shared, "/metrics")
+                .2
+                .contains("# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram")
+        );
     }
 }

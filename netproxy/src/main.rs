@@ -89,13 +89,19 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.cleanup {
         // Both modes' rules go, as kube-proxy's --cleanup does; nothing else is touched.
-        let table = NftCommand.delete_table().context("deleting our nftables table")?;
+        let table = NftCommand
+            .delete_table()
+            .context("deleting our nftables table")?;
         let chains = if which("iptables-restore") {
             iptables_cleanup(&IptablesCommand).context("deleting our iptables chains")?
         } else {
             0
         };
-        tracing::info!(nftables_table = table, iptables_chains = chains, "cleanup done");
+        tracing::info!(
+            nftables_table = table,
+            iptables_chains = chains,
+            "cleanup done"
+        );
         return Ok(());
     }
     let node_name = match &args.hostname_override {
@@ -120,7 +126,11 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let notify = Arc::new(Notify::new());
-    let (services, w1) = reflect(Api::<Service>::all(client.clone()), watcher::Config::default(), &notify);
+    let (services, w1) = reflect(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        &notify,
+    );
     let (slices, w2) = reflect(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default(),
@@ -183,9 +193,13 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {what} on {addr}"))?;
         let mut stopped = http_stopped.clone();
-        tokio::spawn(netproxy::http::serve(listener, shared.clone(), async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
+        tokio::spawn(netproxy::http::serve(
+            listener,
+            shared.clone(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
     }
 
     let timing = Timing {
@@ -248,9 +262,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn which(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| d.join(program).exists())
-    }) || std::path::Path::new("/usr/sbin").join(program).exists()
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).exists()))
+        || std::path::Path::new("/usr/sbin").join(program).exists()
 }
 
 fn snapshot(
@@ -268,7 +282,13 @@ fn reflect<K>(
     notify: &Arc<Notify>,
 ) -> (Store<K>, tokio::task::JoinHandle<()>)
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (store, writer) = reflector::store();

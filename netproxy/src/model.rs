@@ -274,7 +274,9 @@ fn service_ports(
         };
         let port_name = p.name.clone().unwrap_or_default();
         let node_port = if matches!(kind, "NodePort" | "LoadBalancer") {
-            p.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0)
+            p.node_port
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n > 0)
         } else {
             None
         };
@@ -337,7 +339,8 @@ fn candidates(
             let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
             let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
             let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
-            let local = ep.node_name.as_deref() == Some(node.name.as_str()) && !node.name.is_empty();
+            let local =
+                ep.node_name.as_deref() == Some(node.name.as_str()) && !node.name.is_empty();
             for ip in parse_ips(ep.addresses.iter()) {
                 seen.entry((ip, target)).or_insert(Candidate {
                     endpoint: Endpoint {
@@ -431,7 +434,10 @@ pub(crate) mod tests {
             ]))],
             &node(),
         );
-        assert_eq!(eps(&ports, "http"), vec!["10.244.0.2".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            eps(&ports, "http"),
+            vec!["10.244.0.2".parse::<Ipv4Addr>().unwrap()]
+        );
         let ports = build(
             &[web()],
             &[web_slice(json!([
@@ -441,7 +447,10 @@ pub(crate) mod tests {
             ]))],
             &node(),
         );
-        assert_eq!(eps(&ports, "http"), vec!["10.244.0.4".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            eps(&ports, "http"),
+            vec!["10.244.0.4".parse::<Ipv4Addr>().unwrap()]
+        );
     }
 
     #[test]
@@ -462,7 +471,7 @@ pub(crate) mod tests {
             {"addresses": ["10.244.0.2"], "nodeName": "n1"},
             {"addresses": ["10.244.1.2"], "nodeName": "n2"}
         ]));
-        let ports = build(&[s.clone()], &[sl.clone()], &node());
+        let ports = build(&[s.clone()], std::slice::from_ref(&sl), &node());
         let http = ports.values().find(|p| p.name.port == "http").unwrap();
         assert_eq!(http.cluster_endpoints.len(), 2);
         assert_eq!(http.external_endpoints.len(), 1);
@@ -486,7 +495,10 @@ pub(crate) mod tests {
         let ports = build(&[s], &[] as &[EndpointSlice], &node());
         let p = ports.values().next().unwrap();
         assert_eq!(p.affinity_seconds, Some(60));
-        assert_eq!(p.external_ips, vec!["192.0.2.9".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            p.external_ips,
+            vec!["192.0.2.9".parse::<Ipv4Addr>().unwrap()]
+        );
         assert_eq!(p.lb_ips, vec!["192.0.2.10".parse::<Ipv4Addr>().unwrap()]);
         assert_eq!(p.name.protocol, Protocol::Sctp);
         assert_eq!(p.node_port, Some(31443));

@@ -200,7 +200,8 @@ pub trait Backend: Send {
     /// Rewrites everything of ours; returns the script size.
     fn full(&mut self, ports: &BTreeMap<ServicePortName, ServicePort>) -> Result<usize, SyncError>;
     /// Applies what changed since the last success; returns the script size (0: nothing).
-    fn delta(&mut self, ports: &BTreeMap<ServicePortName, ServicePort>) -> Result<usize, SyncError>;
+    fn delta(&mut self, ports: &BTreeMap<ServicePortName, ServicePort>)
+    -> Result<usize, SyncError>;
     /// Sizes of the applied state.
     fn counts(&self) -> Counts;
 }
@@ -245,7 +246,10 @@ impl Backend for NftBackend {
         self.apply(Kind::Full, plan)
     }
 
-    fn delta(&mut self, ports: &BTreeMap<ServicePortName, ServicePort>) -> Result<usize, SyncError> {
+    fn delta(
+        &mut self,
+        ports: &BTreeMap<ServicePortName, ServicePort>,
+    ) -> Result<usize, SyncError> {
         let plan = delta(&self.cfg, &self.applied, ports);
         self.apply(Kind::Delta, plan)
     }
@@ -272,12 +276,20 @@ impl IptablesBackend {
         }
     }
 
-    fn apply(&mut self, kind: Kind, plan: crate::rules::iptables::Plan) -> Result<usize, SyncError> {
+    fn apply(
+        &mut self,
+        kind: Kind,
+        plan: crate::rules::iptables::Plan,
+    ) -> Result<usize, SyncError> {
         let bytes = plan.script.len();
         if !plan.script.is_empty() {
             self.ipt
                 .restore(&plan.script)
-                .map_err(|source| SyncError::Apply { kind, bytes, source })?;
+                .map_err(|source| SyncError::Apply {
+                    kind,
+                    bytes,
+                    source,
+                })?;
         }
         self.applied.commit(plan);
         Ok(bytes)
@@ -302,7 +314,10 @@ impl Backend for IptablesBackend {
         Ok(bytes)
     }
 
-    fn delta(&mut self, ports: &BTreeMap<ServicePortName, ServicePort>) -> Result<usize, SyncError> {
+    fn delta(
+        &mut self,
+        ports: &BTreeMap<ServicePortName, ServicePort>,
+    ) -> Result<usize, SyncError> {
         let plan = crate::rules::iptables::delta(&self.cfg, &self.applied, ports);
         self.apply(Kind::Delta, plan)
     }
@@ -467,14 +482,54 @@ impl Stats {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         let gauges: [(&str, &str, &str, String); 8] = [
-            ("kubeproxy_sync_proxy_rules_last_timestamp_seconds", "gauge", "The last time proxy rules were successfully synced", last.to_string()),
-            ("kubeproxy_sync_full_proxy_rules_total", "counter", "Full syncs", self.full_syncs.to_string()),
-            ("kubeproxy_sync_partial_proxy_rules_total", "counter", "Delta syncs", self.delta_syncs.to_string()),
-            ("kubeproxy_sync_proxy_rules_failures_total", "counter", "Failed syncs", self.failures.to_string()),
-            ("kubeproxy_sync_proxy_rules_services", "gauge", "Service ports programmed", self.counts.services.to_string()),
-            ("kubeproxy_sync_proxy_rules_endpoints", "gauge", "Endpoints programmed over all service ports", self.counts.endpoints.to_string()),
-            ("kubeproxy_sync_proxy_rules_nftables_chains", "gauge", "Per-service and per-endpoint chains", self.counts.chains.to_string()),
-            ("kubeproxy_sync_proxy_rules_nftables_rules", "gauge", "Rules in those chains", self.counts.rules.to_string()),
+            (
+                "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+                "gauge",
+                "The last time proxy rules were successfully synced",
+                last.to_string(),
+            ),
+            (
+                "kubeproxy_sync_full_proxy_rules_total",
+                "counter",
+                "Full syncs",
+                self.full_syncs.to_string(),
+            ),
+            (
+                "kubeproxy_sync_partial_proxy_rules_total",
+                "counter",
+                "Delta syncs",
+                self.delta_syncs.to_string(),
+            ),
+            (
+                "kubeproxy_sync_proxy_rules_failures_total",
+                "counter",
+                "Failed syncs",
+                self.failures.to_string(),
+            ),
+            (
+                "kubeproxy_sync_proxy_rules_services",
+                "gauge",
+                "Service ports programmed",
+                self.counts.services.to_string(),
+            ),
+            (
+                "kubeproxy_sync_proxy_rules_endpoints",
+                "gauge",
+                "Endpoints programmed over all service ports",
+                self.counts.endpoints.to_string(),
+            ),
+            (
+                "kubeproxy_sync_proxy_rules_nftables_chains",
+                "gauge",
+                "Per-service and per-endpoint chains",
+                self.counts.chains.to_string(),
+            ),
+            (
+                "kubeproxy_sync_proxy_rules_nftables_rules",
+                "gauge",
+                "Rules in those chains",
+                self.counts.rules.to_string(),
+            ),
         ];
         for (n, t, help, v) in gauges {
             s.push_str(&format!("# HELP {n} {help}\n# TYPE {n} {t}\n{n} {v}\n"));
@@ -538,13 +593,19 @@ mod tests {
             s.next(t0 + Duration::from_secs(2), &t()),
             Next::Sync(Kind::Full)
         );
-        let s = s.finished(Kind::Full, t0, false).finished(Kind::Full, t0, false);
+        let s = s
+            .finished(Kind::Full, t0, false)
+            .finished(Kind::Full, t0, false);
         assert_eq!(s.next(t0, &t()), Next::Wait(t0 + Duration::from_secs(8)));
         let mut s = s;
         for _ in 0..20 {
             s = s.finished(Kind::Full, t0, false);
         }
-        assert_eq!(s.next(t0, &t()), Next::Wait(t0 + Duration::from_secs(30)), "capped");
+        assert_eq!(
+            s.next(t0, &t()),
+            Next::Wait(t0 + Duration::from_secs(30)),
+            "capped"
+        );
         // Changes during NeedFull do not turn it into a delta.
         assert_eq!(s.changed(t0), s);
     }
@@ -620,7 +681,9 @@ mod tests {
             Box::new(NftBackend::new(Config::default(), Box::new(rec.clone()))),
             Box::new(rec.clone()),
         );
-        let r = syncer.sync(Kind::Full, dns(&["10.244.0.2", "10.244.0.3"])).unwrap();
+        let r = syncer
+            .sync(Kind::Full, dns(&["10.244.0.2", "10.244.0.3"]))
+            .unwrap();
         assert_eq!(r.flows_flushed, 0, "nothing flushed on the first sync");
         let r = syncer.sync(Kind::Delta, dns(&["10.244.0.3"])).unwrap();
         assert_eq!(r.changed, 1);
@@ -651,7 +714,13 @@ mod tests {
         *rec.fail.lock().unwrap() = false;
         let r = syncer.sync(Kind::Delta, dns(&["10.244.0.3"])).unwrap();
         assert_eq!(r.changed, 1, "the change is still pending");
-        assert!(rec.flows.lock().unwrap().iter().all(|f| f.endpoint == Some("10.244.0.2".parse().unwrap())));
+        assert!(
+            rec.flows
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|f| f.endpoint == Some("10.244.0.2".parse().unwrap()))
+        );
     }
 
     #[test]
@@ -679,8 +748,12 @@ mod tests {
         stats.pending_since = Some(t0);
         assert!(!stats.healthy(t0 + Duration::from_secs(61), period, timeout));
         let text = stats.prometheus();
-        assert!(text.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.005\"} 1"));
-        assert!(text.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.002\"} 0"));
+        assert!(
+            text.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.005\"} 1")
+        );
+        assert!(
+            text.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.002\"} 0")
+        );
         assert!(text.contains("kubeproxy_sync_proxy_rules_duration_seconds_count 1"));
         assert!(text.contains("kubeproxy_sync_proxy_rules_services 3"));
         assert!(text.contains("kubeproxy_sync_proxy_rules_nftables_rules 20"));

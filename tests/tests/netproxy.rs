@@ -46,14 +46,31 @@ impl Cluster {
         let forwarder = Forwarder::start(&node, api.port);
         sysctl(&node, "net.ipv4.ip_forward=1");
         let client = TestNetns::create();
-        link(&node, "cl0", "192.168.77.1/24", &client, "eth0", "192.168.77.2/24");
+        link(
+            &node,
+            "cl0",
+            "192.168.77.1/24",
+            &client,
+            "eth0",
+            "192.168.77.2/24",
+        );
         default_route(&client, "192.168.77.1");
         let host = TestNetns::create();
-        link(&node, "ho0", "192.168.78.1/24", &host, "eth0", "192.168.78.2/24");
+        link(
+            &node,
+            "ho0",
+            "192.168.78.1/24",
+            &host,
+            "eth0",
+            "192.168.78.2/24",
+        );
         default_route(&host, "192.168.78.1");
         // A node has a default route: cluster IPs are routed before they are DNATed.
         default_route(&node, "192.168.78.2");
-        let dir = tempfile::Builder::new().prefix("netproxy-e2e-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("netproxy-e2e-")
+            .tempdir()
+            .unwrap();
         let pods = (1..=pods)
             .map(|i| {
                 let ns = TestNetns::create();
@@ -71,8 +88,18 @@ impl Cluster {
                 std::fs::create_dir_all(&www).unwrap();
                 std::fs::write(www.join("index.html"), format!("pod-{i}\n")).unwrap();
                 let mut cmd = Command::new("ip");
-                cmd.args(["netns", "exec", &ns.name, "/bin/busybox", "httpd", "-f", "-p", "8080", "-h"])
-                    .arg(&www);
+                cmd.args([
+                    "netns",
+                    "exec",
+                    &ns.name,
+                    "/bin/busybox",
+                    "httpd",
+                    "-f",
+                    "-p",
+                    "8080",
+                    "-h",
+                ])
+                .arg(&www);
                 let server = Process::spawn("httpd", cmd, dir.path().join(format!("httpd{i}.log")))
                     .expect("httpd");
                 Pod {
@@ -126,10 +153,18 @@ impl Cluster {
         let cmd = self.proxy_command(&[]);
         self.proxy = Some(Process::spawn("netproxy", cmd, log).expect("netproxy"));
         let node = self.node.name.clone();
-        wait_until("netproxy /healthz answers 200", Duration::from_secs(20), || {
-            assert!(self.proxy.as_mut().unwrap().running(), "netproxy exited:\n{}", self.proxy_log());
-            healthz(&node).is_some_and(|(code, _)| code == 200)
-        });
+        wait_until(
+            "netproxy /healthz answers 200",
+            Duration::from_secs(20),
+            || {
+                assert!(
+                    self.proxy.as_mut().unwrap().running(),
+                    "netproxy exited:\n{}",
+                    self.proxy_log()
+                );
+                healthz(&node).is_some_and(|(code, _)| code == 200)
+            },
+        );
     }
 
     fn proxy_log(&self) -> String {
@@ -170,15 +205,20 @@ impl Cluster {
         (0..n)
             .map(|_| match self.get(&self.client, ip, port) {
                 Get::Body(b) => b,
-                other => panic!("GET {ip}:{port}: {other:?}\nnetproxy log:\n{}", self.proxy_log()),
+                other => panic!(
+                    "GET {ip}:{port}: {other:?}\nnetproxy log:\n{}",
+                    self.proxy_log()
+                ),
             })
             .collect()
     }
 
     fn wait_serves(&self, from: &TestNetns, ip: &str, port: u16, body: &str) {
-        wait_until(&format!("{ip}:{port} serves {body}"), Duration::from_secs(15), || {
-            self.get(from, ip, port) == Get::Body(body.into())
-        });
+        wait_until(
+            &format!("{ip}:{port} serves {body}"),
+            Duration::from_secs(15),
+            || self.get(from, ip, port) == Get::Body(body.into()),
+        );
     }
 
     fn nft(&self, args: &[&str]) -> String {
@@ -226,7 +266,10 @@ fn cluster_ip_spreads_over_ready_endpoints_and_a_service_without_endpoints_rejec
     require_tools();
     let c = Cluster::start(3);
     let ip = c.service("web", "  ports: [{name: http, port: 80, targetPort: 8080}]");
-    c.slice("web", &[(1, true, NODE), (2, true, "node-b"), (3, false, NODE)]);
+    c.slice(
+        "web",
+        &[(1, true, NODE), (2, true, "node-b"), (3, false, NODE)],
+    );
     c.wait_serves(&c.client, &ip, 80, "pod-1");
     let seen: BTreeSet<String> = c.spread(&ip, 80, 40).into_iter().collect();
     assert_eq!(
@@ -236,19 +279,35 @@ fn cluster_ip_spreads_over_ready_endpoints_and_a_service_without_endpoints_rejec
     );
 
     // The not-ready endpoint becomes ready: a delta brings it in.
-    c.slice("web", &[(1, true, NODE), (2, true, "node-b"), (3, true, NODE)]);
+    c.slice(
+        "web",
+        &[(1, true, NODE), (2, true, "node-b"), (3, true, NODE)],
+    );
     wait_until("pod-3 gets traffic", Duration::from_secs(15), || {
         c.spread(&ip, 80, 10).iter().any(|b| b == "pod-3")
     });
 
     let empty = c.service("empty", "  ports: [{name: http, port: 80}]");
-    wait_until("the empty service is programmed", Duration::from_secs(15), || {
-        c.nft(&["list", "map", "ip", "kube-lite-proxy", "no-endpoint-services"])
+    wait_until(
+        "the empty service is programmed",
+        Duration::from_secs(15),
+        || {
+            c.nft(&[
+                "list",
+                "map",
+                "ip",
+                "kube-lite-proxy",
+                "no-endpoint-services",
+            ])
             .contains(&empty)
-    });
+        },
+    );
     let started = Instant::now();
     assert_eq!(c.get(&c.client, &empty, 80), Get::Refused);
-    assert!(started.elapsed() < Duration::from_millis(500), "rejected at once, not a timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "rejected at once, not a timeout"
+    );
     // From the node itself too (output hook).
     assert_eq!(c.get(&c.node, &empty, 80), Get::Refused);
 
@@ -260,17 +319,29 @@ fn cluster_ip_spreads_over_ready_endpoints_and_a_service_without_endpoints_rejec
     // web and empty, plus the `kubernetes` service apiserver-lite creates (one endpoint).
     assert!(m.contains("kubeproxy_sync_proxy_rules_services 3"), "{m}");
     assert!(m.contains("kubeproxy_sync_proxy_rules_endpoints 4"), "{m}");
-    assert!(m.contains("kubeproxy_sync_proxy_rules_duration_seconds_count"), "{m}");
+    assert!(
+        m.contains("kubeproxy_sync_proxy_rules_duration_seconds_count"),
+        "{m}"
+    );
 }
 
 /// The peer address httpd in `pod` sees on its established connections.
 fn peers(pod: &TestNetns) -> Vec<String> {
-    sh(&["ip", "netns", "exec", &pod.name, "ss", "-Htn", "state", "established"])
-        .lines()
-        .filter_map(|l| l.split_whitespace().last())
-        // httpd listens on ::, so IPv4 peers show as [::ffff:a.b.c.d]:port.
-        .map(|p| p.replace("[::ffff:", "").replace(']', ""))
-        .collect()
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &pod.name,
+        "ss",
+        "-Htn",
+        "state",
+        "established",
+    ])
+    .lines()
+    .filter_map(|l| l.split_whitespace().last())
+    // httpd listens on ::, so IPv4 peers show as [::ffff:a.b.c.d]:port.
+    .map(|p| p.replace("[::ffff:", "").replace(']', ""))
+    .collect()
 }
 
 #[test]
@@ -301,22 +372,43 @@ fn node_ports_answer_from_another_host_and_local_policy_keeps_the_client_address
     };
     let local = held(30081);
     let cluster = held(30080);
-    wait_until("both connections are established", Duration::from_secs(5), || {
-        !peers(&c.pods[0].ns).is_empty() && !peers(&c.pods[1].ns).is_empty()
-    });
+    wait_until(
+        "both connections are established",
+        Duration::from_secs(5),
+        || !peers(&c.pods[0].ns).is_empty() && !peers(&c.pods[1].ns).is_empty(),
+    );
     let p2 = peers(&c.pods[1].ns);
-    assert!(p2.iter().any(|p| p.starts_with("192.168.78.2:")), "Local keeps the client address: {p2:?}");
+    assert!(
+        p2.iter().any(|p| p.starts_with("192.168.78.2:")),
+        "Local keeps the client address: {p2:?}"
+    );
     let p1 = peers(&c.pods[0].ns);
-    assert!(p1.iter().all(|p| p.starts_with("10.244.1.1:")), "Cluster policy masquerades: {p1:?}");
+    assert!(
+        p1.iter().all(|p| p.starts_with("10.244.1.1:")),
+        "Cluster policy masquerades: {p1:?}"
+    );
     drop((local, cluster));
 
     // Local policy with no local endpoint: external traffic is dropped, not sent elsewhere.
     c.slice("lcl", &[(2, true, "node-b")]);
-    wait_until("the local nodeport goes to the drop map", Duration::from_secs(15), || {
-        c.nft(&["list", "map", "ip", "kube-lite-proxy", "no-endpoint-nodeports"])
+    wait_until(
+        "the local nodeport goes to the drop map",
+        Duration::from_secs(15),
+        || {
+            c.nft(&[
+                "list",
+                "map",
+                "ip",
+                "kube-lite-proxy",
+                "no-endpoint-nodeports",
+            ])
             .contains("30081 : drop")
-    });
-    assert!(matches!(c.get(&c.host, "192.168.78.1", 30081), Get::Failed(_)));
+        },
+    );
+    assert!(matches!(
+        c.get(&c.host, "192.168.78.1", 30081),
+        Get::Failed(_)
+    ));
 }
 
 #[test]
@@ -327,7 +419,10 @@ fn client_ip_affinity_sticks_to_one_endpoint() {
         "sticky",
         "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n  ports: [{name: http, port: 80, targetPort: 8080}]",
     );
-    c.slice("sticky", &[(1, true, NODE), (2, true, NODE), (3, true, NODE)]);
+    c.slice(
+        "sticky",
+        &[(1, true, NODE), (2, true, NODE), (3, true, NODE)],
+    );
     wait_until("sticky serves", Duration::from_secs(15), || {
         matches!(c.get(&c.client, &ip, 80), Get::Body(_))
     });
@@ -349,46 +444,84 @@ fn a_restart_keeps_traffic_flowing_without_duplicates_and_cleanup_removes_only_o
 
     let status = c.proxy.as_mut().unwrap().terminate(Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "clean exit on SIGTERM");
-    assert_eq!(c.spread(&ip, 80, 5).len(), 5, "rules stay while netproxy is down");
+    assert_eq!(
+        c.spread(&ip, 80, 5).len(),
+        5,
+        "rules stay while netproxy is down"
+    );
     c.start_proxy();
     c.spread(&ip, 80, 5);
     let after = c.nft(&["list", "table", "ip", "kube-lite-proxy"]);
-    assert_eq!(before, after, "a restart leaves the same rules, no duplicates");
+    assert_eq!(
+        before, after,
+        "a restart leaves the same rules, no duplicates"
+    );
 
     c.proxy.as_mut().unwrap().terminate(Duration::from_secs(10));
     let out = c.proxy_command(&["--cleanup"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tables = c.nft(&["list", "tables"]);
     assert!(!tables.contains("kube-lite-proxy"), "{tables}");
     assert!(tables.contains("foreign-test"), "{tables}");
-    assert!(c.nft(&["list", "table", "ip", "foreign-test"]).contains("counter"));
-    assert!(!matches!(c.get(&c.client, &ip, 80), Get::Body(_)), "no routing after cleanup");
+    assert!(
+        c.nft(&["list", "table", "ip", "foreign-test"])
+            .contains("counter")
+    );
+    assert!(
+        !matches!(c.get(&c.client, &ip, 80), Get::Body(_)),
+        "no routing after cleanup"
+    );
 }
 
 #[test]
-fn iptables_mode_spreads_over_ready_endpoints_rejects_without_endpoints_and_cleans_up_only_its_chains() {
+fn iptables_mode_spreads_over_ready_endpoints_rejects_without_endpoints_and_cleans_up_only_its_chains()
+ {
     require_tools();
     let mut c = Cluster::start_mode(3, "iptables");
     let ip = c.service("web", "  ports: [{name: http, port: 80, targetPort: 8080}]");
     c.slice("web", &[(1, true, NODE), (2, true, NODE), (3, false, NODE)]);
     c.wait_serves(&c.client, &ip, 80, "pod-1");
     let seen: BTreeSet<String> = c.spread(&ip, 80, 40).into_iter().collect();
-    assert_eq!(seen, BTreeSet::from(["pod-1".to_string(), "pod-2".to_string()]));
+    assert_eq!(
+        seen,
+        BTreeSet::from(["pod-1".to_string(), "pod-2".to_string()])
+    );
     let empty = c.service("empty", "  ports: [{name: http, port: 80}]");
-    wait_until("the empty service is rejected", Duration::from_secs(15), || {
-        c.in_node("iptables-save", &["-t", "filter"]).contains(&format!("-d {empty}/32"))
-    });
+    wait_until(
+        "the empty service is rejected",
+        Duration::from_secs(15),
+        || {
+            c.in_node("iptables-save", &["-t", "filter"])
+                .contains(&format!("-d {empty}/32"))
+        },
+    );
     let started = Instant::now();
     assert_eq!(c.get(&c.client, &empty, 80), Get::Refused);
     assert!(started.elapsed() < Duration::from_millis(500));
-    assert!(c.nft(&["list", "tables"]).lines().all(|l| !l.contains("kube-lite-proxy")), "no nftables table in iptables mode");
+    assert!(
+        c.nft(&["list", "tables"])
+            .lines()
+            .all(|l| !l.contains("kube-lite-proxy")),
+        "no nftables table in iptables mode"
+    );
 
     c.in_node("iptables", &["-t", "nat", "-N", "FOREIGN-TEST"]);
     c.proxy.as_mut().unwrap().terminate(Duration::from_secs(10));
     let out = c.proxy_command(&["--cleanup"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let nat = c.in_node("iptables-save", &["-t", "nat"]);
     assert!(!nat.contains("KUBE-LITE") && !nat.contains(":KL-"), "{nat}");
     assert!(nat.contains(":FOREIGN-TEST"), "{nat}");
-    assert!(!c.in_node("iptables-save", &["-t", "filter"]).contains("KUBE-LITE"));
+    assert!(
+        !c.in_node("iptables-save", &["-t", "filter"])
+            .contains("KUBE-LITE")
+    );
 }

@@ -23,7 +23,12 @@ const PROBE_EP: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
 fn port(i: usize, moved: bool) -> ServicePort {
     let endpoints: Vec<Endpoint> = (0..ENDPOINTS)
         .map(|j| Endpoint {
-            ip: Ipv4Addr::new(10, (200 + i / 65536) as u8, ((i / 256) % 256) as u8, if moved && j == 0 { 250 } else { j as u8 + 1 }),
+            ip: Ipv4Addr::new(
+                10,
+                (200 + i / 65536) as u8,
+                ((i / 256) % 256) as u8,
+                if moved && j == 0 { 250 } else { j as u8 + 1 },
+            ),
             port: 8080,
             local: true,
         })
@@ -35,7 +40,12 @@ fn port(i: usize, moved: bool) -> ServicePort {
             port: "http".into(),
             protocol: Protocol::Tcp,
         },
-        cluster_ips: vec![Ipv4Addr::new(10, (96 + i / 65536) as u8, ((i / 256) % 256) as u8, (i % 256) as u8)],
+        cluster_ips: vec![Ipv4Addr::new(
+            10,
+            (96 + i / 65536) as u8,
+            ((i / 256) % 256) as u8,
+            (i % 256) as u8,
+        )],
         port: 80,
         node_port: None,
         external_ips: vec![],
@@ -117,7 +127,11 @@ fn main() -> anyhow::Result<()> {
         .skip(1)
         .map(|a| a.parse().context("sizes are numbers"))
         .collect::<anyhow::Result<_>>()?;
-    let sizes = if sizes.is_empty() { vec![1000, 10000] } else { sizes };
+    let sizes = if sizes.is_empty() {
+        vec![1000, 10000]
+    } else {
+        sizes
+    };
     let listener = TcpListener::bind((PROBE_EP, 8080))
         .context("probe listener (the script puts 10.255.0.1 on lo)")?;
     std::thread::spawn(move || {
@@ -127,7 +141,14 @@ fn main() -> anyhow::Result<()> {
     });
     println!(
         "{:<9} {:>8} {:>10} {:>13} {:>11} {:>12} {:>12} {:>9}",
-        "backend", "services", "endpoints", "full_sync_ms", "delta_ms", "connect_p50", "connect_p99", "rss_mib"
+        "backend",
+        "services",
+        "endpoints",
+        "full_sync_ms",
+        "delta_ms",
+        "connect_p50",
+        "connect_p99",
+        "rss_mib"
     );
     for (n, mode) in sizes
         .iter()
@@ -138,7 +159,10 @@ fn main() -> anyhow::Result<()> {
         let backend: Box<dyn Backend> = if mode == "nftables" {
             Box::new(NftBackend::new(Config::default(), Box::new(NftCommand)))
         } else {
-            Box::new(IptablesBackend::new(Config::default(), Box::new(IptablesCommand)))
+            Box::new(IptablesBackend::new(
+                Config::default(),
+                Box::new(IptablesCommand),
+            ))
         };
         let mut syncer = Syncer::new(backend, Box::new(ConntrackCommand));
         let base = model(n, None);

@@ -53,7 +53,13 @@ fn hash16(s: &str) -> String {
 }
 
 fn key(p: &ServicePortName) -> String {
-    format!("{}/{}:{}/{}", p.namespace, p.name, p.port, p.protocol.lower())
+    format!(
+        "{}/{}:{}/{}",
+        p.namespace,
+        p.name,
+        p.port,
+        p.protocol.lower()
+    )
 }
 
 fn svc_chain(p: &ServicePort) -> String {
@@ -65,7 +71,10 @@ fn ext_chain(p: &ServicePort) -> String {
 }
 
 fn sep_chain(p: &ServicePort, ep: &Endpoint) -> String {
-    format!("KL-SEP-{}", hash16(&format!("{}@{}:{}", key(&p.name), ep.ip, ep.port)))
+    format!(
+        "KL-SEP-{}",
+        hash16(&format!("{}@{}:{}", key(&p.name), ep.ip, ep.port))
+    )
 }
 
 fn dport(proto: Protocol, port: u16) -> String {
@@ -138,8 +147,9 @@ pub fn fragment(p: &ServicePort, cfg: &Config) -> Fragment {
         if has_external {
             f.nodeports.push(format!("{npm} -j {ext}"));
         } else {
-            f.filter
-                .push(format!("-m addrtype --dst-type LOCAL {npm} -j {no_external}"));
+            f.filter.push(format!(
+                "-m addrtype --dst-type LOCAL {npm} -j {no_external}"
+            ));
         }
     }
     if has_cluster {
@@ -261,7 +271,12 @@ fn merged<'a>(
         .chain(updates.values().flatten().map(|(_, f)| f))
 }
 
-fn shared<'a>(fragments: impl Iterator<Item = &'a Fragment> + Clone, s: &mut String, decl: &mut String, nat: &mut String) {
+fn shared<'a>(
+    fragments: impl Iterator<Item = &'a Fragment> + Clone,
+    s: &mut String,
+    decl: &mut String,
+    nat: &mut String,
+) {
     let _ = writeln!(s, "*filter\n:{FILTER} - [0:0]");
     for f in fragments.clone() {
         for r in &f.filter {
@@ -293,7 +308,11 @@ fn shared<'a>(fragments: impl Iterator<Item = &'a Fragment> + Clone, s: &mut Str
     );
 }
 
-fn write_chains<'a>(decl: &mut String, nat: &mut String, chains: impl Iterator<Item = (&'a String, &'a Vec<String>)>) {
+fn write_chains<'a>(
+    decl: &mut String,
+    nat: &mut String,
+    chains: impl Iterator<Item = (&'a String, &'a Vec<String>)>,
+) {
     for (c, rules) in chains {
         let _ = writeln!(decl, ":{c} - [0:0]");
         for r in rules {
@@ -317,14 +336,22 @@ pub fn full_sync(
     let mut s = String::new();
     let mut decl = String::new();
     let mut rules = String::new();
-    shared(merged(&empty, &updates, true), &mut s, &mut decl, &mut rules);
+    shared(
+        merged(&empty, &updates, true),
+        &mut s,
+        &mut decl,
+        &mut rules,
+    );
     let mut wanted: BTreeSet<&str> = BTreeSet::from([SERVICES, NODEPORTS, MARK_MASQ, POSTROUTING]);
     for (_, f) in updates.values().flatten() {
         write_chains(&mut decl, &mut rules, f.chains.iter());
         wanted.extend(f.chains.keys().map(String::as_str));
     }
     let mut delete = String::new();
-    for c in existing.iter().filter(|c| is_ours(c) && !wanted.contains(c.as_str()) && c.as_str() != FILTER) {
+    for c in existing
+        .iter()
+        .filter(|c| is_ours(c) && !wanted.contains(c.as_str()) && c.as_str() != FILTER)
+    {
         let _ = writeln!(decl, ":{c} - [0:0]");
         let _ = writeln!(delete, "-X {c}");
     }
@@ -338,7 +365,11 @@ pub fn full_sync(
 
 /// A delta: the shared dispatch chains rewritten, plus only the chains of changed ports.
 /// Empty script when nothing changed.
-pub fn delta(cfg: &Config, applied: &Applied, ports: &BTreeMap<ServicePortName, ServicePort>) -> Plan {
+pub fn delta(
+    cfg: &Config,
+    applied: &Applied,
+    ports: &BTreeMap<ServicePortName, ServicePort>,
+) -> Plan {
     let mut updates: BTreeMap<ServicePortName, Option<(ServicePort, Fragment)>> = BTreeMap::new();
     for (n, p) in ports {
         match applied.ports.get(n) {
@@ -373,7 +404,12 @@ pub fn delta(cfg: &Config, applied: &Applied, ports: &BTreeMap<ServicePortName, 
     let mut s = String::new();
     let mut decl = String::new();
     let mut rules = String::new();
-    shared(merged(applied, &updates, false), &mut s, &mut decl, &mut rules);
+    shared(
+        merged(applied, &updates, false),
+        &mut s,
+        &mut decl,
+        &mut rules,
+    );
     write_chains(
         &mut decl,
         &mut rules,
@@ -423,20 +459,24 @@ mod tests {
         let mut services = Vec::new();
         let mut slices = Vec::new();
         for i in 0..n {
-            services.push(svc(json!({"metadata": {"namespace": "d", "name": format!("s{i}")},
+            services.push(svc(
+                json!({"metadata": {"namespace": "d", "name": format!("s{i}")},
                 "spec": {"type": "NodePort", "clusterIP": format!("10.96.{}.{}", i / 256, i % 256),
                     "sessionAffinity": if i == 0 { "ClientIP" } else { "None" },
-                    "ports": [{"name": "http", "port": 80, "nodePort": 30000 + i}]}})));
+                    "ports": [{"name": "http", "port": 80, "nodePort": 30000 + i}]}}),
+            ));
             let addrs: Vec<serde_json::Value> = (0..eps)
                 .map(|j| {
                     let j = if moved == Some(i) && j == 0 { 250 } else { j };
                     json!({"addresses": [format!("10.200.{}.{j}", i % 256)]})
                 })
                 .collect();
-            slices.push(slice(json!({"metadata": {"namespace": "d", "name": format!("s{i}-a"),
+            slices.push(slice(
+                json!({"metadata": {"namespace": "d", "name": format!("s{i}-a"),
                     "labels": {"kubernetes.io/service-name": format!("s{i}")}},
                 "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}],
-                "endpoints": addrs})));
+                "endpoints": addrs}),
+            ));
         }
         build(&services, &slices, &NodeView { name: "n1".into() })
     }
@@ -445,15 +485,22 @@ mod tests {
     fn services_dispatch_to_random_endpoints_with_falling_probabilities() {
         let plan = full_sync(&cfg(), &ports(2, 3, None), &BTreeSet::new());
         let s = &plan.script;
-        assert!(s.starts_with("*filter\n:KUBE-LITE-FILTER - [0:0]\nCOMMIT\n*nat\n"), "{s}");
-        assert!(s.contains("-A KUBE-LITE-SERVICES -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j KL-SVC-"));
+        assert!(
+            s.starts_with("*filter\n:KUBE-LITE-FILTER - [0:0]\nCOMMIT\n*nat\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("-A KUBE-LITE-SERVICES -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j KL-SVC-")
+        );
         assert!(s.contains("-m statistic --mode random --probability 0.33333333333 -j KL-SEP-"));
         assert!(s.contains("-m statistic --mode random --probability 0.50000000000 -j KL-SEP-"));
         assert!(s.contains("-j DNAT --to-destination 10.200.1.2:8080"));
-        assert!(s.contains("! -s 10.244.0.0/16 -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j KUBE-LITE-MARK-MASQ"));
+        assert!(s.contains(
+            "! -s 10.244.0.0/16 -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j KUBE-LITE-MARK-MASQ"
+        ));
         assert!(s.contains("-A KUBE-LITE-NODEPORTS -p tcp -m tcp --dport 30001 -j KL-EXT-"));
         assert!(s.contains("-A KUBE-LITE-POSTROUTING -j MASQUERADE --random-fully"));
-        let last_dispatch = s.lines().filter(|l| l.starts_with("-A KUBE-LITE-SERVICES ")).last();
+        let last_dispatch = s.lines().rfind(|l| l.starts_with("-A KUBE-LITE-SERVICES "));
         assert_eq!(
             last_dispatch,
             Some("-A KUBE-LITE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-LITE-NODEPORTS"),
@@ -471,8 +518,13 @@ mod tests {
     #[test]
     fn services_without_endpoints_are_rejected_in_the_filter_table() {
         let plan = full_sync(&cfg(), &ports(1, 0, None), &BTreeSet::new());
-        assert!(plan.script.contains("-A KUBE-LITE-FILTER -d 10.96.0.0/32 -p tcp -m tcp --dport 80 -j REJECT"));
-        assert!(plan.script.contains("-A KUBE-LITE-FILTER -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 30000 -j REJECT"));
+        assert!(
+            plan.script
+                .contains("-A KUBE-LITE-FILTER -d 10.96.0.0/32 -p tcp -m tcp --dport 80 -j REJECT")
+        );
+        assert!(plan.script.contains(
+            "-A KUBE-LITE-FILTER -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 30000 -j REJECT"
+        ));
         assert!(!plan.script.contains("KL-SVC-"));
     }
 
@@ -487,13 +539,25 @@ mod tests {
         let plan = delta(&cfg(), &applied, &ports(1000, 10, Some(7)));
         let s = &plan.script;
         let own_chains: Vec<&str> = s.lines().filter(|l| l.starts_with(":KL-")).collect();
-        assert_eq!(own_chains.len(), 4, "service and external chains, new and old endpoint: {own_chains:?}");
+        assert_eq!(
+            own_chains.len(),
+            4,
+            "service and external chains, new and old endpoint: {own_chains:?}"
+        );
         assert_eq!(s.matches("\n-X KL-SEP-").count(), 1);
         assert!(s.contains("DNAT --to-destination 10.200.7.250:8080"));
         assert!(s.len() < full_len / 5);
         applied.commit(plan.clone());
-        assert!(delta(&cfg(), &applied, &ports(1000, 10, Some(7))).script.is_empty());
-        let stale = BTreeSet::from(["KL-SEP-DEADBEEF".to_string(), "KUBE-LITE-SERVICES".to_string(), "DOCKER".to_string()]);
+        assert!(
+            delta(&cfg(), &applied, &ports(1000, 10, Some(7)))
+                .script
+                .is_empty()
+        );
+        let stale = BTreeSet::from([
+            "KL-SEP-DEADBEEF".to_string(),
+            "KUBE-LITE-SERVICES".to_string(),
+            "DOCKER".to_string(),
+        ]);
         let s = full_sync(&cfg(), &base, &stale).script;
         assert!(s.contains("-X KL-SEP-DEADBEEF"));
         assert!(!s.contains("-X KUBE-LITE-SERVICES"));

@@ -87,7 +87,10 @@ mod tests {
         assert_eq!("1.2.3.4".parse::<Cidr>().unwrap().prefix, 32);
         assert!("1.2.3.4/33".parse::<Cidr>().is_err());
         assert!("nope".parse::<Cidr>().is_err());
-        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().to_string(), "0.0.0.0/0");
+        assert_eq!(
+            "0.0.0.0/0".parse::<Cidr>().unwrap().to_string(),
+            "0.0.0.0/0"
+        );
     }
 
     #[test]

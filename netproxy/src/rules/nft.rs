@@ -116,7 +116,10 @@ pub fn endpoint_chain(p: &ServicePort, ep: &Endpoint) -> String {
 
 fn affinity_set(p: &ServicePort, ep: &Endpoint, timeout: u32) -> String {
     let base = format!("{}__{}/{}", base_name(p), ep.ip, ep.port);
-    format!("affinity-{}-{base}", short_hash(&format!("{base}@{timeout}")))
+    format!(
+        "affinity-{}-{base}",
+        short_hash(&format!("{base}@{timeout}"))
+    )
 }
 
 /// The rules choosing one endpoint: affinity lookups first, then a random pick.
@@ -434,7 +437,10 @@ pub fn full_sync(
     for (name, hook, _) in &skeleton {
         wanted_chains.insert(name);
         match hook {
-            Some(h) => line(&mut s, format_args!("add chain {FAMILY_TABLE} {name} {{ {h} }}")),
+            Some(h) => line(
+                &mut s,
+                format_args!("add chain {FAMILY_TABLE} {name} {{ {h} }}"),
+            ),
             None => line(&mut s, format_args!("add chain {FAMILY_TABLE} {name}")),
         }
         line(&mut s, format_args!("flush chain {FAMILY_TABLE} {name}"));
@@ -448,13 +454,19 @@ pub fn full_sync(
                 m.key_type()
             ),
         );
-        line(&mut s, format_args!("flush map {FAMILY_TABLE} {}", m.name()));
+        line(
+            &mut s,
+            format_args!("flush map {FAMILY_TABLE} {}", m.name()),
+        );
     }
     line(
         &mut s,
         format_args!("add set {FAMILY_TABLE} nodeport-ips {{ type ipv4_addr; flags interval; }}"),
     );
-    line(&mut s, format_args!("flush set {FAMILY_TABLE} nodeport-ips"));
+    line(
+        &mut s,
+        format_args!("flush set {FAMILY_TABLE} nodeport-ips"),
+    );
     if !cfg.nodeport_cidrs.is_empty() {
         let list: Vec<String> = cfg.nodeport_cidrs.iter().map(|c| c.to_string()).collect();
         line(
@@ -509,9 +521,11 @@ pub fn full_sync(
     for c in &stale_chains {
         line(&mut s, format_args!("delete chain {FAMILY_TABLE} {c}"));
     }
-    for set in existing.sets.iter().filter(|x| {
-        !wanted_sets.contains(*x) && x.as_str() != "nodeport-ips"
-    }) {
+    for set in existing
+        .sets
+        .iter()
+        .filter(|x| !wanted_sets.contains(*x) && x.as_str() != "nodeport-ips")
+    {
         line(&mut s, format_args!("delete set {FAMILY_TABLE} {set}"));
     }
     for (n, p, f) in fragments {
@@ -564,6 +578,13 @@ fn write_elements<'a>(
     }
 }
 
+/// One changed service port: its name, old fragment, new (model, fragment).
+type Change<'a> = (
+    ServicePortName,
+    Option<&'a Fragment>,
+    Option<(ServicePort, Fragment)>,
+);
+
 /// A delta: only the service ports whose model differs from `applied` are rewritten; their
 /// stale chains, sets and elements are removed. Empty script when nothing changed.
 pub fn delta(
@@ -571,8 +592,7 @@ pub fn delta(
     applied: &Applied,
     ports: &BTreeMap<ServicePortName, ServicePort>,
 ) -> Plan {
-    let mut changed: Vec<(ServicePortName, Option<&Fragment>, Option<(ServicePort, Fragment)>)> =
-        Vec::new();
+    let mut changed: Vec<Change<'_>> = Vec::new();
     for (name, p) in ports {
         match applied.ports.get(name) {
             Some((old, _)) if old == p => {}
@@ -606,19 +626,34 @@ pub fn delta(
             }
         }
         for set in old.sets.keys().filter(|s| !new.sets.contains_key(*s)) {
-            line(&mut del_sets, format_args!("delete set {FAMILY_TABLE} {set}"));
+            line(
+                &mut del_sets,
+                format_args!("delete set {FAMILY_TABLE} {set}"),
+            );
         }
         for (chain, rules) in &new.chains {
             match old.chains.get(chain) {
                 Some(old_rules) if old_rules == rules => continue,
-                Some(_) => line(&mut rewrite, format_args!("flush chain {FAMILY_TABLE} {chain}")),
-                None => line(&mut add_chains, format_args!("add chain {FAMILY_TABLE} {chain}")),
+                Some(_) => line(
+                    &mut rewrite,
+                    format_args!("flush chain {FAMILY_TABLE} {chain}"),
+                ),
+                None => line(
+                    &mut add_chains,
+                    format_args!("add chain {FAMILY_TABLE} {chain}"),
+                ),
             }
             write_rules(&mut rewrite, std::iter::once((chain, rules)));
         }
         for chain in old.chains.keys().filter(|c| !new.chains.contains_key(*c)) {
-            line(&mut flush_stale, format_args!("flush chain {FAMILY_TABLE} {chain}"));
-            line(&mut del_stale, format_args!("delete chain {FAMILY_TABLE} {chain}"));
+            line(
+                &mut flush_stale,
+                format_args!("flush chain {FAMILY_TABLE} {chain}"),
+            );
+            line(
+                &mut del_stale,
+                format_args!("delete chain {FAMILY_TABLE} {chain}"),
+            );
         }
         write_elements(
             &mut del_elements,
@@ -661,10 +696,11 @@ pub fn parse_existing(json: &str) -> Result<Existing, serde_json::Error> {
     for item in v["nftables"].as_array().into_iter().flatten() {
         for (kind, into) in [("chain", &mut e.chains), ("set", &mut e.sets)] {
             let obj = &item[kind];
-            if obj["table"] == TABLE && obj["family"] == "ip" {
-                if let Some(name) = obj["name"].as_str() {
-                    into.insert(name.to_string());
-                }
+            if obj["table"] == TABLE
+                && obj["family"] == "ip"
+                && let Some(name) = obj["name"].as_str()
+            {
+                into.insert(name.to_string());
             }
         }
         if item["table"]["name"] == TABLE && item["table"]["family"] == "ip" {
@@ -691,7 +727,11 @@ mod tests {
         }
     }
 
-    fn service(name: &str, ip: &str, extra: serde_json::Value) -> k8s_openapi::api::core::v1::Service {
+    fn service(
+        name: &str,
+        ip: &str,
+        extra: serde_json::Value,
+    ) -> k8s_openapi::api::core::v1::Service {
         let mut v = json!({
             "metadata": {"namespace": "default", "name": name},
             "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}
@@ -704,7 +744,11 @@ mod tests {
         svc(v)
     }
 
-    fn endpoints(name: &str, ips: &[&str], node: &str) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    fn endpoints(
+        name: &str,
+        ips: &[&str],
+        node: &str,
+    ) -> k8s_openapi::api::discovery::v1::EndpointSlice {
         let eps: Vec<serde_json::Value> = ips
             .iter()
             .map(|ip| json!({"addresses": [ip], "nodeName": node}))
@@ -742,7 +786,10 @@ mod tests {
         assert!(s.contains("numgen random mod 2 vmap { 0 : goto endpoint-"));
         assert!(s.contains("meta l4proto tcp dnat to 10.244.0.2:8080"));
         assert!(s.contains("meta l4proto tcp dnat to 10.244.0.3:8080"));
-        assert!(s.contains("ip saddr 10.244.0.3 jump mark-for-masquerade"), "hairpin");
+        assert!(
+            s.contains("ip saddr 10.244.0.3 jump mark-for-masquerade"),
+            "hairpin"
+        );
         assert!(s.contains("masquerade fully-random"));
         // Not a NodePort service: no nodeport element.
         assert!(!s.contains("service-nodeports { tcp"));
@@ -805,14 +852,27 @@ mod tests {
         assert!(s.contains("fib daddr type local ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports"));
         let lcl = ports.values().find(|p| p.name.name == "lcl").unwrap();
         let f = fragment(lcl, &cfg);
-        let ext = f.chains.iter().find(|(k, _)| k.starts_with("external-")).unwrap().1;
+        let ext = f
+            .chains
+            .iter()
+            .find(|(k, _)| k.starts_with("external-"))
+            .unwrap()
+            .1;
         // Pod and host traffic short-circuit to all endpoints; outside traffic keeps its
         // source and reaches only the local endpoint.
-        assert_eq!(ext[0], format!("ip saddr 10.244.0.0/16 goto {}", service_chain(lcl)));
+        assert_eq!(
+            ext[0],
+            format!("ip saddr 10.244.0.0/16 goto {}", service_chain(lcl))
+        );
         assert!(ext.iter().all(|r| r != "jump mark-for-masquerade"));
         assert!(ext.last().unwrap().starts_with("numgen random mod 2 vmap"));
         let np = ports.values().find(|p| p.name.name == "np").unwrap();
-        let ext = fragment(np, &cfg).chains.into_iter().find(|(k, _)| k.starts_with("external-")).unwrap().1;
+        let ext = fragment(np, &cfg)
+            .chains
+            .into_iter()
+            .find(|(k, _)| k.starts_with("external-"))
+            .unwrap()
+            .1;
         assert_eq!(ext[0], "jump mark-for-masquerade");
     }
 
@@ -870,19 +930,33 @@ mod tests {
             existing.chains.extend(f.chains.keys().cloned());
         }
         existing.chains.insert("services".into());
-        existing.chains.insert("endpoint-OLD-default/gone/tcp/http__10.244.9.9/80".into());
+        existing
+            .chains
+            .insert("endpoint-OLD-default/gone/tcp/http__10.244.9.9/80".into());
         existing.sets.insert("affinity-OLD".into());
         existing.sets.insert("nodeport-ips".into());
         let s = full_sync(&cfg(), &ports, &existing).script;
-        assert!(s.contains("delete chain ip kube-lite-proxy endpoint-OLD-default/gone/tcp/http__10.244.9.9/80"));
+        assert!(s.contains(
+            "delete chain ip kube-lite-proxy endpoint-OLD-default/gone/tcp/http__10.244.9.9/80"
+        ));
         assert!(s.contains("delete set ip kube-lite-proxy affinity-OLD"));
         assert!(!s.contains("delete set ip kube-lite-proxy nodeport-ips"));
         assert!(!s.contains("delete chain ip kube-lite-proxy services"));
         assert!(s.contains("flush chain ip kube-lite-proxy services"));
-        assert!(!s.contains("delete table"), "never deletes the table on a sync");
+        assert!(
+            !s.contains("delete table"),
+            "never deletes the table on a sync"
+        );
     }
 
-    fn many(n: usize, eps_per: usize, moved: Option<usize>) -> (Vec<k8s_openapi::api::core::v1::Service>, Vec<k8s_openapi::api::discovery::v1::EndpointSlice>) {
+    fn many(
+        n: usize,
+        eps_per: usize,
+        moved: Option<usize>,
+    ) -> (
+        Vec<k8s_openapi::api::core::v1::Service>,
+        Vec<k8s_openapi::api::discovery::v1::EndpointSlice>,
+    ) {
         let mut services = Vec::with_capacity(n);
         let mut slices = Vec::with_capacity(n);
         for i in 0..n {
@@ -911,7 +985,10 @@ mod tests {
         applied.commit(full);
         assert_eq!(applied.counts().services, 10_000);
         assert_eq!(applied.counts().endpoints, 100_000);
-        assert!(delta(&cfg(), &applied, &ports).is_empty(), "no change, no delta");
+        assert!(
+            delta(&cfg(), &applied, &ports).is_empty(),
+            "no change, no delta"
+        );
 
         let (services, slices) = many(10_000, 10, Some(4242));
         let ports = build(&services, &slices, &node());
@@ -935,19 +1012,39 @@ mod tests {
     #[test]
     fn a_delta_removing_a_service_deletes_its_elements_chains_and_sets() {
         let aff = json!({"sessionAffinity": "ClientIP"});
-        let services = vec![service("a", "10.96.0.20", aff.clone()), service("b", "10.96.0.21", aff)];
-        let slices = vec![endpoints("a", &["10.244.0.2"], "n1"), endpoints("b", &["10.244.0.3"], "n1")];
+        let services = vec![
+            service("a", "10.96.0.20", aff.clone()),
+            service("b", "10.96.0.21", aff),
+        ];
+        let slices = vec![
+            endpoints("a", &["10.244.0.2"], "n1"),
+            endpoints("b", &["10.244.0.3"], "n1"),
+        ];
         let mut applied = Applied::default();
-        applied.commit(full_sync(&cfg(), &build(&services, &slices, &node()), &Existing::default()));
-        let plan = delta(&cfg(), &applied, &build(&services[..1], &slices[..1], &node()));
+        applied.commit(full_sync(
+            &cfg(),
+            &build(&services, &slices, &node()),
+            &Existing::default(),
+        ));
+        let plan = delta(
+            &cfg(),
+            &applied,
+            &build(&services[..1], &slices[..1], &node()),
+        );
         let s = &plan.script;
-        assert!(s.contains("delete element ip kube-lite-proxy service-ips { 10.96.0.21 . tcp . 80 }"));
+        assert!(
+            s.contains("delete element ip kube-lite-proxy service-ips { 10.96.0.21 . tcp . 80 }")
+        );
         assert_eq!(s.matches("delete chain").count(), 2, "{s}");
         assert_eq!(s.matches("delete set").count(), 1, "{s}");
         assert!(!s.contains("10.96.0.20"));
         // Endpoints gone: the element moves to the reject map.
         let plan = delta(&cfg(), &applied, &build(&services, &slices[..1], &node()));
-        assert!(plan.script.contains("delete element ip kube-lite-proxy service-ips { 10.96.0.21 . tcp . 80 }"));
+        assert!(
+            plan.script.contains(
+                "delete element ip kube-lite-proxy service-ips { 10.96.0.21 . tcp . 80 }"
+            )
+        );
         assert!(plan.script.contains("add element ip kube-lite-proxy no-endpoint-services { 10.96.0.21 . tcp . 80 : goto reject-chain }"));
     }
 
