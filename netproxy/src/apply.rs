@@ -195,7 +195,7 @@ impl Nft for NftCommand {
 
     fn existing(&self) -> Result<Existing, ApplyError> {
         let mut items = Vec::new();
-        for what in ["chains", "sets"] {
+        for what in ["chains", "sets", "maps"] {
             let out = run("nft", &["-j", "list", what, "ip"], None)?;
             let v: serde_json::Value =
                 serde_json::from_str(&out).map_err(|source| ApplyError::Parse {

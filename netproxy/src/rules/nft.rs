@@ -67,6 +67,11 @@ pub struct Fragment {
     pub chains: BTreeMap<String, Vec<String>>,
     /// Affinity sets: name -> timeout in seconds.
     pub sets: BTreeMap<String, u32>,
+    /// Named endpoint-choice verdict maps (`pick-...`): name -> elements
+    /// (`0 : goto endpoint-..., ...`). Named rather than anonymous: the kernel gives each
+    /// anonymous set a free `__map%d` name by scanning every set of the table, which makes
+    /// one anonymous vmap per service quadratic (4,000 services took 24 s, 2,000 4 s).
+    pub picks: BTreeMap<String, String>,
     /// Map elements: (map, key) -> verdict.
     pub elements: BTreeMap<(Map, String), String>,
 }
@@ -123,7 +128,13 @@ fn affinity_set(p: &ServicePort, ep: &Endpoint, timeout: u32) -> String {
 }
 
 /// The rules choosing one endpoint: affinity lookups first, then a random pick.
-fn pick(p: &ServicePort, endpoints: &[Endpoint], rules: &mut Vec<String>) {
+fn pick(
+    p: &ServicePort,
+    endpoints: &[Endpoint],
+    map: String,
+    rules: &mut Vec<String>,
+    picks: &mut BTreeMap<String, String>,
+) {
     if let Some(timeout) = p.affinity_seconds {
         for ep in endpoints {
             rules.push(format!(
@@ -140,10 +151,13 @@ fn pick(p: &ServicePort, endpoints: &[Endpoint], rules: &mut Vec<String>) {
         }
         let _ = write!(vmap, "{i} : goto {}", endpoint_chain(p, ep));
     }
-    rules.push(format!(
-        "numgen random mod {} vmap {{ {vmap} }}",
-        endpoints.len()
-    ));
+    rules.push(format!("numgen random mod {} vmap @{map}", endpoints.len()));
+    picks.insert(map, vmap);
+}
+
+/// The name of a chain's endpoint-choice map.
+fn pick_map(chain: &str) -> String {
+    format!("pick-{chain}")
 }
 
 /// The fragment of one service port.
@@ -202,7 +216,13 @@ pub fn fragment(p: &ServicePort, cfg: &Config) -> Fragment {
                 ));
             }
         }
-        pick(p, &p.cluster_endpoints, &mut rules);
+        pick(
+            p,
+            &p.cluster_endpoints,
+            pick_map(&svc_chain),
+            &mut rules,
+            &mut f.picks,
+        );
         f.chains.insert(svc_chain.clone(), rules);
     }
     if has_external && p.has_external() {
@@ -220,7 +240,13 @@ pub fn fragment(p: &ServicePort, cfg: &Config) -> Fragment {
         } else {
             rules.push("jump mark-for-masquerade".into());
         }
-        pick(p, &p.external_endpoints, &mut rules);
+        pick(
+            p,
+            &p.external_endpoints,
+            pick_map(&ext_chain),
+            &mut rules,
+            &mut f.picks,
+        );
         f.chains.insert(ext_chain, rules);
     }
 
@@ -250,6 +276,8 @@ pub struct Existing {
     pub chains: BTreeSet<String>,
     /// Set names (maps excluded).
     pub sets: BTreeSet<String>,
+    /// Map names.
+    pub maps: BTreeSet<String>,
 }
 
 /// The fixed chains of the table, with their rules (base chains carry a hook spec).
@@ -490,6 +518,12 @@ pub fn full_sync(
             declare_set(&mut s, set, *timeout);
             wanted_sets.insert(set.clone());
         }
+        for map in f.picks.keys() {
+            declare_pick(&mut s, map);
+            if existing.maps.contains(map) {
+                line(&mut s, format_args!("flush map {FAMILY_TABLE} {map}"));
+            }
+        }
         for chain in f.chains.keys() {
             line(&mut s, format_args!("add chain {FAMILY_TABLE} {chain}"));
             if existing.chains.contains(chain) {
@@ -509,17 +543,34 @@ pub fn full_sync(
     for c in &stale_chains {
         line(&mut s, format_args!("flush chain {FAMILY_TABLE} {c}"));
     }
+    let fragment_picks: std::collections::HashSet<&str> = fragments
+        .iter()
+        .flat_map(|(_, _, f)| f.picks.keys().map(String::as_str))
+        .collect();
+    let stale_maps: Vec<&String> = existing
+        .maps
+        .iter()
+        .filter(|m| m.starts_with("pick-") && !fragment_picks.contains(m.as_str()))
+        .collect();
+    // Emptied before the endpoint chains their elements name are deleted.
+    for map in &stale_maps {
+        line(&mut s, format_args!("flush map {FAMILY_TABLE} {map}"));
+    }
     for (name, _, rules) in &skeleton {
         for r in rules {
             line(&mut s, format_args!("add rule {FAMILY_TABLE} {name} {r}"));
         }
     }
     for (_, _, f) in &fragments {
+        write_picks(&mut s, f.picks.iter());
         write_rules(&mut s, f.chains.iter());
         write_elements(&mut s, "add", f.elements.iter());
     }
     for c in &stale_chains {
         line(&mut s, format_args!("delete chain {FAMILY_TABLE} {c}"));
+    }
+    for map in &stale_maps {
+        line(&mut s, format_args!("delete map {FAMILY_TABLE} {map}"));
     }
     for set in existing
         .sets
@@ -535,6 +586,22 @@ pub fn full_sync(
         script: s,
         full: true,
         updates,
+    }
+}
+
+fn declare_pick(s: &mut String, map: &str) {
+    line(
+        s,
+        format_args!("add map {FAMILY_TABLE} {map} {{ typeof numgen random mod 2 : verdict; }}"),
+    );
+}
+
+fn write_picks<'a>(s: &mut String, picks: impl Iterator<Item = (&'a String, &'a String)>) {
+    for (map, elements) in picks {
+        line(
+            s,
+            format_args!("add element {FAMILY_TABLE} {map} {{ {elements} }}"),
+        );
     }
 }
 
@@ -625,6 +692,25 @@ pub fn delta(
                 declare_set(&mut add_sets, set, *timeout);
             }
         }
+        for (map, elements) in &new.picks {
+            match old.picks.get(map) {
+                Some(old_elements) if old_elements == elements => continue,
+                Some(_) => line(&mut rewrite, format_args!("flush map {FAMILY_TABLE} {map}")),
+                None => declare_pick(&mut add_sets, map),
+            }
+            write_picks(&mut rewrite, std::iter::once((map, elements)));
+        }
+        for map in old.picks.keys().filter(|m| !new.picks.contains_key(*m)) {
+            // Emptied before the endpoint chains its elements name are deleted.
+            line(
+                &mut flush_stale,
+                format_args!("flush map {FAMILY_TABLE} {map}"),
+            );
+            line(
+                &mut del_sets,
+                format_args!("delete map {FAMILY_TABLE} {map}"),
+            );
+        }
         for set in old.sets.keys().filter(|s| !new.sets.contains_key(*s)) {
             line(
                 &mut del_sets,
@@ -694,7 +780,11 @@ pub fn parse_existing(json: &str) -> Result<Existing, serde_json::Error> {
     let v: serde_json::Value = serde_json::from_str(json)?;
     let mut e = Existing::default();
     for item in v["nftables"].as_array().into_iter().flatten() {
-        for (kind, into) in [("chain", &mut e.chains), ("set", &mut e.sets)] {
+        for (kind, into) in [
+            ("chain", &mut e.chains),
+            ("set", &mut e.sets),
+            ("map", &mut e.maps),
+        ] {
             let obj = &item[kind];
             if obj["table"] == TABLE
                 && obj["family"] == "ip"
@@ -783,7 +873,13 @@ mod tests {
         assert!(s.contains(&format!(
             "add rule ip kube-lite-proxy {svc_chain} ip daddr 10.96.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade"
         )));
-        assert!(s.contains("numgen random mod 2 vmap { 0 : goto endpoint-"));
+        assert!(s.contains(&format!("numgen random mod 2 vmap @pick-{svc_chain}")));
+        assert!(s.contains(&format!(
+            "add map ip kube-lite-proxy pick-{svc_chain} {{ typeof numgen random mod 2 : verdict; }}"
+        )));
+        assert!(s.contains(&format!(
+            "add element ip kube-lite-proxy pick-{svc_chain} {{ 0 : goto endpoint-"
+        )));
         assert!(s.contains("meta l4proto tcp dnat to 10.244.0.2:8080"));
         assert!(s.contains("meta l4proto tcp dnat to 10.244.0.3:8080"));
         assert!(
@@ -865,7 +961,11 @@ mod tests {
             format!("ip saddr 10.244.0.0/16 goto {}", service_chain(lcl))
         );
         assert!(ext.iter().all(|r| r != "jump mark-for-masquerade"));
-        assert!(ext.last().unwrap().starts_with("numgen random mod 2 vmap"));
+        assert!(
+            ext.last()
+                .unwrap()
+                .starts_with("numgen random mod 2 vmap @pick-external-")
+        );
         let np = ports.values().find(|p| p.name.name == "np").unwrap();
         let ext = fragment(np, &cfg)
             .chains
@@ -998,11 +1098,17 @@ mod tests {
         assert!(s.lines().count() < 20, "delta too large:\n{s}");
         assert!(s.contains("add chain ip kube-lite-proxy endpoint-"));
         assert!(s.contains("dnat to 10.200.16.250:8080"));
-        assert!(s.contains("flush chain ip kube-lite-proxy service-"));
+        assert!(s.contains("flush map ip kube-lite-proxy pick-service-"));
+        assert!(
+            !s.contains("flush chain ip kube-lite-proxy service-"),
+            "service chain unchanged"
+        );
         assert!(s.contains("delete chain ip kube-lite-proxy endpoint-"));
         assert!(s.contains("__10.200.16.0/8080"));
-        // The service chain is rewritten before the old endpoint chain goes.
-        let rewrite = s.find("flush chain ip kube-lite-proxy service-").unwrap();
+        // The choice map is refilled before the old endpoint chain goes.
+        let rewrite = s
+            .find("flush map ip kube-lite-proxy pick-service-")
+            .unwrap();
         let delete = s.find("delete chain").unwrap();
         assert!(rewrite < delete);
         applied.commit(plan);
