@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(protobuf-compiler libprotobuf-dev etcd-server sqlite3 ca-certificates
-  runc docker-registry skopeo umoci busybox-static catatonit nftables iproute2 util-linux python3)
+  runc docker-registry skopeo umoci busybox-static catatonit nftables conntrack iptables iproute2 util-linux python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 pub mod cri;
+pub mod netns;
 pub mod node;
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
