@@ -123,8 +123,10 @@ async fn a_pod_lives_and_is_removed_without_leftovers() {
     assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32);
     assert_eq!(s.image_ref, image_id);
     assert!(s.started_at > 0);
-    let log = wait_for_log(std::path::Path::new(&s.log_path), "stderr F oops").await;
-    assert!(log.contains(" stdout F hello\n"), "{log}");
+    // The two streams are separate pipes: either line may land first.
+    wait_for_log(std::path::Path::new(&s.log_path), "stderr F oops").await;
+    let log = wait_for_log(std::path::Path::new(&s.log_path), " stdout F hello\n").await;
+    assert!(log.contains("stderr F oops\n"), "{log}");
 
     assert_eq!(
         text(&exec(&mut client, &main, &["hostname"]).await.stdout),
