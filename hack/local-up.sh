@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A one-node cluster on this machine with one command: apiserver-lite (with its scheduler and
-# controllers), the cri runtime and the agent, all built in release mode, with data under
+# A one-node cluster on this machine with one command: apiserver-lite (with its scheduler,
+# controllers and cluster DNS), the cri runtime, the agent and netproxy (Services through
+# nftables), all built in release mode, with data under
 # DATA_DIR (default ./_output/local-up). The busybox and pause images are built from Debian
 # packages and preloaded, so `kubectl create deployment web --image=busybox:1 -- httpd -f -p 8080`
 # works offline. A local docker-registry on 127.0.0.1:REGISTRY_PORT serves them too (as
@@ -14,7 +15,7 @@
 #
 # Environment: DATA_DIR, LISTEN (127.0.0.1:6443), STORAGE (sqlite | etcd://host:port),
 # NODE_NAME (the hostname), POD_CIDR (10.244.0.0/24), CLUSTER_CIDR (10.244.0.0/16),
-# BRIDGE (cri0), PROFILE (release | debug), REGISTRY_PORT (5000).
+# BRIDGE (cri0), PROFILE (release | debug), REGISTRY_PORT (5000), DNS_PORT (53).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -42,10 +43,10 @@ fi
 command -v kubectl >/dev/null || echo "local-up: kubectl is not on PATH; install it to use the cluster" >&2
 
 if [[ ${PROFILE:-release} == debug ]]; then
-  cargo build -p apiserver-lite -p cri -p agent
+  cargo build -p apiserver-lite -p cri -p agent -p netproxy
   bin=$root/target/debug
 else
-  cargo build --release -p apiserver-lite -p cri -p agent
+  cargo build --release -p apiserver-lite -p cri -p agent -p netproxy
   bin=$root/target/release
 fi
 
@@ -86,6 +87,8 @@ stop_all() {
   echo
   echo "local-up: stopping"
   [[ -n ${agent_pid:-} ]] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  [[ -n ${proxy_pid:-} ]] && kill -TERM "$proxy_pid" 2>/dev/null && wait "$proxy_pid" 2>/dev/null || true
+  "$bin/netproxy" --cleanup >/dev/null 2>&1 || true
   cleanup_runtime
   [[ -n ${cri_pid:-} ]] && kill -TERM "$cri_pid" 2>/dev/null && wait "$cri_pid" 2>/dev/null || true
   [[ -n ${api_pid:-} ]] && kill -TERM "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null || true
@@ -139,7 +142,12 @@ mirrors:
     endpoint: ["http://$registry"]
 EOF
 
-"$bin/apiserver-lite" --data-dir "$api_dir" --listen "$LISTEN" --storage "$STORAGE" >>"$logs/apiserver.log" 2>&1 &
+node_ip=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '/src/ {for (i=1;i<=NF;i++) if ($i=="src") print $(i+1)}')
+[[ -n $node_ip ]] || node_ip=$(hostname -I 2>/dev/null | awk '{print $1}')
+# The cluster DNS listens on the node's address (DNS_PORT, 53 by default), which pods reach
+# through the kube-dns Service (10.96.0.10) that netproxy routes.
+"$bin/apiserver-lite" --data-dir "$api_dir" --listen "$LISTEN" --storage "$STORAGE" \
+  --cluster-cidr "$CLUSTER_CIDR" ${node_ip:+--dns-bind-address "$node_ip:${DNS_PORT:-53}"} >>"$logs/apiserver.log" 2>&1 &
 api_pid=$!
 for _ in $(seq 100); do
   curl -ksf "https://$LISTEN/readyz" >/dev/null 2>&1 && break
@@ -154,10 +162,15 @@ cri_pid=$!
 for _ in $(seq 100); do [[ -S $socket ]] && break; sleep 0.1; done
 [[ -S $socket ]] || { echo "cri did not start; see $logs/cri.log" >&2; tail -5 "$logs/cri.log" >&2; exit 1; }
 
-node_ip=$(ip -4 route get 1.1.1.1 2>/dev/null | awk '/src/ {for (i=1;i<=NF;i++) if ($i=="src") print $(i+1)}')
+# After a crash the netproxy table may still be there; the new netproxy replaces it at start.
+"$bin/netproxy" --kubeconfig "$api_dir/admin.kubeconfig" --hostname-override "$NODE_NAME" \
+  --cluster-cidr "$CLUSTER_CIDR" >>"$logs/netproxy.log" 2>&1 &
+proxy_pid=$!
+
 "$bin/agent" --kubeconfig "$api_dir/admin.kubeconfig" --node-name "$NODE_NAME" \
   --runtime-endpoint "unix://$socket" --root-dir "$agent_root" --pod-log-dir "$logs/pods" \
   --pod-cidr "$POD_CIDR" --cgroup-root "$cgroup_root/kubepods" ${node_ip:+--node-ip "$node_ip"} \
+  --cluster-dns 10.96.0.10 --cluster-domain cluster.local \
   >>"$logs/agent.log" 2>&1 &
 agent_pid=$!
 
@@ -181,7 +194,10 @@ A one-node cluster is up (node $NODE_NAME, pods in $POD_CIDR). In another shell:
   kubectl rollout status deployment/web
   kubectl get pods -o wide
   kubectl logs deployment/web; kubectl exec deploy/web -- hostname
+  kubectl expose deployment web --port 80 --target-port 8080
+  kubectl exec x -- wget -qO- web.default.svc.cluster.local/hostname   # DNS + Service
+  kubectl port-forward svc/web 18080:80
 
-Logs: $logs/{apiserver,cri,agent,registry}.log. Ctrl-C stops the cluster and removes its containers.
+Logs: $logs/{apiserver,cri,agent,netproxy,registry}.log. Ctrl-C stops the cluster and removes its containers.
 EOF
-wait "$api_pid" "$cri_pid" "$agent_pid"
+wait "$api_pid" "$cri_pid" "$agent_pid" "$proxy_pid"
