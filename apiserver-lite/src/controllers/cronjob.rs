@@ -236,7 +236,8 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Contro
             }
             Decision::TooLate { at, next } => {
                 let note = format!("Missed scheduled time to start a job: {at}");
-                ctx.event(cj.as_ref(), "MissSchedule", "Create", note).await;
+                ctx.warning(cj.as_ref(), "MissSchedule", "Create", note)
+                    .await;
                 requeue = next;
             }
             Decision::Start {
@@ -247,7 +248,7 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, Contro
             } => {
                 if many_missed {
                     let note = "too many missed start times; check clock skew".to_string();
-                    ctx.event(cj.as_ref(), "TooManyMissedTimes", "Create", note)
+                    ctx.warning(cj.as_ref(), "TooManyMissedTimes", "Create", note)
                         .await;
                 }
                 if replace {

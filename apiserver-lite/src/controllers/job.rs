@@ -811,7 +811,7 @@ async fn reconcile(cached: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contro
             conditions.push(condition(&status, "FailureTarget", "True", reason, message));
             if still_running == 0 {
                 conditions.push(condition(&status, "Failed", "True", reason, message));
-                ctx.event(job.as_ref(), reason, "Fail", message.into())
+                ctx.warning(job.as_ref(), reason, "Fail", message.into())
                     .await;
             }
         } else if decision.complete {

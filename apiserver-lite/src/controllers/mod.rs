@@ -96,20 +96,9 @@ impl Context {
     where
         K: kube::Resource<DynamicType = ()>,
     {
-        let event = kube::runtime::events::Event {
-            type_: kube::runtime::events::EventType::Normal,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(error) = self
-            .recorder
-            .publish(&event, &regarding.object_ref(&()))
-            .await
-        {
-            tracing::debug!(%error, "recording an event failed");
-        }
+        use kube::runtime::events::EventType;
+        self.record(EventType::Normal, regarding, reason, action, note)
+            .await;
     }
 
     /// Records a Warning event about `regarding` (best effort).
@@ -117,8 +106,23 @@ impl Context {
     where
         K: kube::Resource<DynamicType = ()>,
     {
+        use kube::runtime::events::EventType;
+        self.record(EventType::Warning, regarding, reason, action, note)
+            .await;
+    }
+
+    async fn record<K>(
+        &self,
+        type_: kube::runtime::events::EventType,
+        regarding: &K,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
+        K: kube::Resource<DynamicType = ()>,
+    {
         let event = kube::runtime::events::Event {
-            type_: kube::runtime::events::EventType::Warning,
+            type_,
             reason: reason.into(),
             note: Some(note),
             action: action.into(),
