@@ -308,7 +308,8 @@ fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
         && fields
 }
 
-fn node_affinity_matches(pod: &Pod, node: &Node) -> bool {
+/// Whether the pod's nodeSelector and required node affinity accept the node.
+pub fn node_affinity_matches(pod: &Pod, node: &Node) -> bool {
     let spec = pod.spec.as_ref();
     let labels = node.metadata.labels.clone().unwrap_or_default();
     let selector_ok = spec

@@ -4,6 +4,7 @@
 //! starts the controllers asked for.
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
@@ -285,6 +286,8 @@ pub enum Which {
     Job,
     /// Creates Jobs on CronJobs' schedules.
     CronJob,
+    /// Runs a DaemonSet's pod on every eligible node.
+    DaemonSet,
 }
 
 impl Which {
@@ -297,6 +300,7 @@ impl Which {
         Which::RootCaPublisher,
         Which::Job,
         Which::CronJob,
+        Which::DaemonSet,
     ];
 }
 
@@ -335,6 +339,7 @@ pub async fn run(
             Which::GarbageCollector => tokio::spawn(gc::run(client, shutdown)),
             Which::Job => tokio::spawn(job::run(client, shutdown)),
             Which::CronJob => tokio::spawn(cronjob::run(client, shutdown)),
+            Which::DaemonSet => tokio::spawn(daemonset::run(client, shutdown)),
             Which::ServiceAccount => {
                 tokio::spawn(per_namespace::run_service_accounts(client, shutdown))
             }
