@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apimachinery::scheduling::{node_affinity_matches, tolerates};
-use apimachinery::selector::LabelSelector;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
@@ -29,7 +28,7 @@ use serde_json::json;
 use super::rollout::template_hash;
 use super::{
     Context, ControllerError, api_err, available_in, claim, controller_reference, is_active,
-    is_not_found, is_ready, object_key, shutdown_signal,
+    is_not_found, is_ready, object_key, pod_selector, shutdown_signal,
 };
 
 /// The label carrying the template's hash on daemon pods.
@@ -260,17 +259,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Cont
         return Ok(Action::await_change());
     }
     let spec = ds.spec.clone().unwrap_or_default();
-    let selector =
-        LabelSelector::from_api(&spec.selector).map_err(|e| ControllerError::Invalid {
-            object: object.clone(),
-            why: e.to_string(),
-        })?;
-    if selector.is_empty() {
-        return Err(ControllerError::Invalid {
-            object,
-            why: "an empty selector selects every pod".into(),
-        });
-    }
+    let selector = pod_selector(Some(&spec.selector), &object)?;
     let hash = template_hash(&spec.template, None);
     let template = template_pod(&ds);
     let nodes: Api<Node> = Api::all(ctx.client.clone());

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apimachinery::selector::LabelSelector;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, JobSpec, JobStatus};
@@ -24,7 +23,7 @@ use serde_json::json;
 
 use super::{
     Context, ControllerError, api_err, claim, controller_reference, is_not_found, is_ready,
-    object_key, shutdown_signal,
+    object_key, pod_selector, shutdown_signal,
 };
 
 /// The finalizer that keeps a pod until its job has counted it.
@@ -655,20 +654,7 @@ async fn reconcile(cached: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contro
         }
     }
 
-    let selector = spec
-        .selector
-        .as_ref()
-        .map(LabelSelector::from_api)
-        .transpose()
-        .map_err(|e| ControllerError::Invalid {
-            object: object.clone(),
-            why: e.to_string(),
-        })?
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ControllerError::Invalid {
-            object: object.clone(),
-            why: "no selector".into(),
-        })?;
+    let selector = pod_selector(spec.selector.as_ref(), &object)?;
     let listed = pods_api
         .list(&ListParams::default())
         .await

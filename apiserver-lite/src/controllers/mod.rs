@@ -63,6 +63,24 @@ pub(crate) fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(status) if status.code == 404)
 }
 
+/// A workload's pod selector, parsed; an empty one is refused (it would select every pod).
+pub(crate) fn pod_selector(
+    selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    object: &str,
+) -> Result<apimachinery::selector::LabelSelector, ControllerError> {
+    let invalid = |why: String| ControllerError::Invalid {
+        object: object.to_string(),
+        why,
+    };
+    let parsed =
+        apimachinery::selector::LabelSelector::from_api(&selector.cloned().unwrap_or_default())
+            .map_err(|e| invalid(e.to_string()))?;
+    if parsed.is_empty() {
+        return Err(invalid("an empty selector selects every pod".into()));
+    }
+    Ok(parsed)
+}
+
 /// `namespace/name` of an object, for messages.
 pub(crate) fn object_key<K: kube::Resource>(obj: &K) -> String {
     match obj.namespace() {

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apimachinery::selector::LabelSelector;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -19,7 +18,7 @@ use serde_json::json;
 
 use super::{
     Context, ControllerError, api_err, available_in, claim, controller_reference, is_active,
-    is_not_found, is_ready, object_key, shutdown_signal,
+    is_not_found, is_ready, object_key, pod_selector, shutdown_signal,
 };
 
 /// Which surplus pods go first: unscheduled, then pending, then not ready, then the newest,
@@ -78,17 +77,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
     }
     let api_err = |action: &'static str| api_err(&object, action);
     let spec = rs.spec.clone().unwrap_or_default();
-    let selector =
-        LabelSelector::from_api(&spec.selector).map_err(|e| ControllerError::Invalid {
-            object: object.clone(),
-            why: e.to_string(),
-        })?;
-    if selector.is_empty() {
-        return Err(ControllerError::Invalid {
-            object,
-            why: "an empty selector selects every pod".into(),
-        });
-    }
+    let selector = pod_selector(Some(&spec.selector), &object)?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     // Every active pod of the namespace: owned ones that stopped matching are released.
     let listed = pods
