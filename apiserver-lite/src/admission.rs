@@ -194,6 +194,62 @@ impl Admission {
         Ok(())
     }
 
+    /// Priority admission for a new pod naming a `priorityClassName`: `spec.priority` and
+    /// `spec.preemptionPolicy` come from the PriorityClass (the two built-in
+    /// `system-node-critical` and `system-cluster-critical` need no object, as upstream
+    /// creates them at start); an unknown class, or a `priority` that disagrees with it, is
+    /// refused with upstream's words. Pods naming no class keep priority 0 (a `globalDefault`
+    /// class is not applied yet).
+    pub async fn resolve_priority(
+        &self,
+        store: &dyn Store,
+        pod: &mut Value,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let Some(class) = pod["spec"]["priorityClassName"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+        else {
+            return Ok(());
+        };
+        let (value, policy) = match class.as_str() {
+            "system-node-critical" => (2_000_001_000, None),
+            "system-cluster-critical" => (2_000_000_000, None),
+            _ => {
+                let key =
+                    apimachinery::resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+                        .map(|r| r.storage_key(None, &class))
+                        .ok_or_else(|| ApiError::internal("no priorityclasses resource"))?;
+                let kv = store.get(&key).await.map_err(backend)?.ok_or_else(|| {
+                    ApiError::forbidden(
+                        "pods",
+                        name,
+                        format!("no PriorityClass with name {class} was found"),
+                    )
+                })?;
+                let pc: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
+                let value = pc["value"].as_i64().unwrap_or(0);
+                (value, pc["preemptionPolicy"].as_str().map(str::to_string))
+            }
+        };
+        if let Some(given) = pod["spec"]["priority"].as_i64()
+            && given != value
+        {
+            return Err(ApiError::forbidden(
+                "pods",
+                name,
+                format!(
+                    "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+                ),
+            ));
+        }
+        pod["spec"]["priority"] = json!(value);
+        pod["spec"]["preemptionPolicy"] =
+            json!(policy.unwrap_or_else(|| "PreemptLowerPriority".into()));
+        Ok(())
+    }
+
     async fn take(
         &self,
         store: &dyn Store,
@@ -513,6 +569,52 @@ mod tests {
         assert_eq!(c.first(), Ipv4Addr::new(10, 96, 0, 1));
         assert!(!c.contains(Ipv4Addr::new(10, 96, 0, 0)));
         assert!("10.0.0.0".parse::<Cidr>().is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pods_get_their_priority_class_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let key = apimachinery::resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+            .unwrap()
+            .storage_key(None, "high");
+        let pc = json!({"metadata": {"name": "high"}, "value": 1000, "preemptionPolicy": "Never"});
+        store
+            .create(&key, serde_json::to_vec(&pc).unwrap())
+            .await
+            .unwrap();
+        let adm = admission();
+        let mut pod = json!({"spec": {"priorityClassName": "high"}});
+        adm.resolve_priority(&store, &mut pod, "p").await.unwrap();
+        assert_eq!(pod["spec"]["priority"], 1000);
+        assert_eq!(pod["spec"]["preemptionPolicy"], "Never");
+        let mut pod = json!({"spec": {"priorityClassName": "system-node-critical"}});
+        adm.resolve_priority(&store, &mut pod, "p").await.unwrap();
+        assert_eq!(pod["spec"]["priority"], 2_000_001_000);
+        let mut pod = json!({"spec": {"priorityClassName": "nope"}});
+        let e = adm
+            .resolve_priority(&store, &mut pod, "p")
+            .await
+            .unwrap_err();
+        assert!(
+            e.message
+                .contains("no PriorityClass with name nope was found"),
+            "{}",
+            e.message
+        );
+        let mut pod = json!({"spec": {"priorityClassName": "high", "priority": 5}});
+        let e = adm
+            .resolve_priority(&store, &mut pod, "p")
+            .await
+            .unwrap_err();
+        assert!(
+            e.message.contains("must not be provided in pod spec"),
+            "{}",
+            e.message
+        );
+        let mut pod = json!({"spec": {}});
+        adm.resolve_priority(&store, &mut pod, "p").await.unwrap();
+        assert!(pod["spec"]["priority"].is_null());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

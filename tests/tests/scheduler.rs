@@ -176,3 +176,43 @@ fn the_scheduler_runs_alone_against_another_api_server() {
         scheduler.log()
     );
 }
+
+#[test]
+fn pods_take_their_priority_from_their_priority_class() {
+    let api = ApiServer::start().expect("apiserver-lite");
+    api.kubectl(&[
+        "create",
+        "priorityclass",
+        "high",
+        "--value=1000",
+        "--preemption-policy=Never",
+    ])
+    .ok();
+    let pod = |name: &str, class: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  priorityClassName: {class}\n  containers: [{{name: c, image: busybox}}]\n"
+        )
+    };
+    api.apply(&pod("important", "high"));
+    assert_eq!(
+        api.jsonpath(&["pod", "important"], "{.spec.priority}"),
+        "1000"
+    );
+    assert_eq!(
+        api.jsonpath(&["pod", "important"], "{.spec.preemptionPolicy}"),
+        "Never"
+    );
+    api.apply(&pod("critical", "system-node-critical"));
+    assert_eq!(
+        api.jsonpath(&["pod", "critical"], "{.spec.priority}"),
+        "2000001000"
+    );
+    let refused = api.kubectl_stdin(&["apply", "-f", "-"], &pod("lost", "nope"));
+    assert!(
+        refused
+            .fails()
+            .contains("pods \"lost\" is forbidden: no PriorityClass with name nope was found"),
+        "{}",
+        refused.fails()
+    );
+}

@@ -457,6 +457,11 @@ async fn create(api: &Api, r: &ResourceRequest, req: &ApiRequest) -> Result<Repl
             .await?;
     }
     registry::prepare_create(r.resource, &mut obj);
+    if r.resource.kind == "Pod" && r.resource.group.is_empty() {
+        api.admission
+            .resolve_priority(api.store.as_ref(), &mut obj, &name)
+            .await?;
+    }
     default_and_validate(r, &mut obj, None)?;
     let mut allocated = None;
     if r.resource.kind == "Service" && r.resource.group.is_empty() && !dry_run {
