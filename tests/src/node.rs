@@ -70,6 +70,16 @@ impl TestNode {
         node
     }
 
+    /// Waits (30 s at most) until `api` shows this node Ready.
+    pub fn wait_ready(&self, api: &ApiServer) {
+        crate::wait_until("the node to be Ready", Duration::from_secs(30), || {
+            api.jsonpath(
+                &["node", &self.name],
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            ) == "True"
+        });
+    }
+
     /// Where container logs go.
     pub fn pod_log_dir(&self) -> PathBuf {
         self.dir.path().join("logs")

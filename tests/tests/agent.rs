@@ -32,12 +32,7 @@ fn a_node_registers_and_runs_pods_through_their_lives() {
     let node = TestNode::start(&api);
     let image = node.image.clone();
 
-    wait_until("the node to be Ready", Duration::from_secs(30), || {
-        api.jsonpath(
-            &["node", &node.name],
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        ) == "True"
-    });
+    node.wait_ready(&api);
     let pods_capacity = api.jsonpath(&["node", &node.name], "{.status.capacity.pods}");
     assert_eq!(pods_capacity, "110");
     assert!(

@@ -39,12 +39,7 @@ fn jobs_run_to_completion_fail_on_limits_suspend_and_expire() {
     let api = ApiServer::start().expect("apiserver-lite");
     let node = TestNode::start(&api);
     let image = node.image.clone();
-    wait_until("the node to be Ready", Duration::from_secs(30), || {
-        api.jsonpath(
-            &["node", &node.name],
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        ) == "True"
-    });
+    node.wait_ready(&api);
 
     // kubectl's own generator: one pod, runs once, logs readable through the job.
     api.kubectl(&[

@@ -43,12 +43,7 @@ fn kubectl_logs_exec_port_forward_and_cp_reach_pods_through_the_kubelet_api() {
     let api = ApiServer::start().expect("apiserver-lite");
     let node = TestNode::start(&api);
     let image = node.image.clone();
-    wait_until("the node to be Ready", Duration::from_secs(30), || {
-        api.jsonpath(
-            &["node", &node.name],
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        ) == "True"
-    });
+    node.wait_ready(&api);
 
     // The kubelet API refuses clients without credentials.
     let anonymous = Command::new("curl")
