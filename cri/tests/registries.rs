@@ -1,15 +1,15 @@
 //! The registries file end to end against real docker-registry processes: Docker Hub and
 //! registry.k8s.io names served by a local mirror (the image keeps the name asked for), a
 //! dead first mirror falling through to the next, a rewrite rule, credentials and a private
-//! CA from the file, a file edit taking effect without reopening the store, and concurrent
+//! CA from the file, client certificates for a registry that requires them, a file edit taking effect without reopening the store, and concurrent
 //! pulls of one image downloading once (counted in the registry's access log).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cri::image::{ImageError, ImageStore, RegistriesFile, StoreOptions};
-use e2e::cri::RegistryOptions;
+use e2e::cri::{ClientAuth, RegistryOptions};
 
 mod support;
 
@@ -159,34 +159,79 @@ async fn credentials_in_the_file_reach_a_private_mirror() {
     .await;
 }
 
-/// A CA and a certificate for 127.0.0.1 it signed, as PEM files in `dir`: (ca, cert, key).
-fn tls_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
+/// PEM files in a test directory: a CA, a server certificate for 127.0.0.1 and a client
+/// certificate it signed, and a client certificate from another CA.
+struct TlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    /// `client.cert` and `client.key` in their own directory (skopeo's cert-dir layout).
+    client_dir: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    stranger_cert: PathBuf,
+    stranger_key: PathBuf,
+}
+
+fn ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "registries test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        .push(rcgen::DnType::CommonName, name);
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+/// Writes a certificate for `names` signed by `issuer` (for clients when `client`) and its key.
+fn write_leaf(
+    issuer: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    names: &[&str],
+    client: bool,
+    cert_path: &Path,
+    key_path: &Path,
+) {
     let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    if client {
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "puller");
+    }
+    let cert = params.signed_by(&key, issuer).unwrap();
+    std::fs::write(cert_path, cert.pem()).unwrap();
+    std::fs::write(key_path, key.serialize_pem()).unwrap();
+}
+
+fn tls_files(dir: &Path) -> TlsFiles {
+    let client_dir = dir.join("client");
+    std::fs::create_dir_all(&client_dir).unwrap();
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+        client_cert: client_dir.join("client.cert"),
+        client_key: client_dir.join("client.key"),
+        client_dir,
+        stranger_cert: dir.join("stranger.pem"),
+        stranger_key: dir.join("stranger-key.pem"),
+    };
+    let own = ca("registries test CA");
+    std::fs::write(&files.ca, own.pem()).unwrap();
+    write_leaf(&own, &["127.0.0.1"], false, &files.cert, &files.key);
+    write_leaf(&own, &[], true, &files.client_cert, &files.client_key);
+    let other = ca("someone else's CA");
+    write_leaf(&other, &[], true, &files.stranger_cert, &files.stranger_key);
+    files
 }
 
 #[tokio::test]
 async fn a_mirror_behind_tls_with_its_own_ca_needs_ca_file() {
     timed(async {
         let dir = tempfile::tempdir().unwrap();
-        let (ca, cert, key) = tls_files(dir.path());
+        let TlsFiles { ca, cert, key, .. } = tls_files(dir.path());
         let registry = Registry::start_with(RegistryOptions {
             tls: Some((cert, key)),
             ..RegistryOptions::default()
@@ -222,6 +267,72 @@ async fn a_mirror_behind_tls_with_its_own_ca_needs_ca_file() {
         );
         let image = store.pull("secure.invalid/busybox:1", None).await.unwrap();
         assert_eq!(image.repo_tags, ["secure.invalid/busybox:1"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_registry_requiring_client_certificates_gets_the_configured_one() {
+    timed(async {
+        let dir = tempfile::tempdir().unwrap();
+        let files = tls_files(dir.path());
+        let registry = Registry::start_with(RegistryOptions {
+            tls: Some((files.cert.clone(), files.key.clone())),
+            client_auth: Some(ClientAuth {
+                ca: files.ca.clone(),
+                push_cert_dir: files.client_dir.clone(),
+            }),
+            ..RegistryOptions::default()
+        })
+        .expect("registry");
+        registry.push(&layouts(), "busybox", "busybox:1");
+        let config = dir.path().join("registries.yaml");
+        let mirrors = format!(
+            "mirrors:\n  mtls.invalid:\n    endpoint: [\"https://{}\"]\n",
+            registry.address
+        );
+        let with_client = |cert: &Path, key: &Path| {
+            format!(
+                "{mirrors}configs:\n  \"{}\":\n    tls: {{ca_file: {}, cert_file: {}, key_file: {}}}\n",
+                registry.address,
+                files.ca.display(),
+                cert.display(),
+                key.display()
+            )
+        };
+        // The CA alone is not enough: the registry wants a certificate.
+        write_config(
+            &config,
+            &format!(
+                "{mirrors}configs:\n  \"{}\":\n    tls: {{ca_file: {}}}\n",
+                registry.address,
+                files.ca.display()
+            ),
+        );
+        let store = store_with(&dir.path().join("store"), &config);
+        let refused = store.pull("mtls.invalid/busybox:1", None).await.unwrap_err();
+        assert!(
+            refused.to_string().contains(&format!(
+                "via https://{}",
+                registry.address
+            )) && refused.to_string().contains("BadCertificate"),
+            "{refused}"
+        );
+        // A certificate from a CA the registry does not trust is refused too.
+        write_config(&config, &with_client(&files.stranger_cert, &files.stranger_key));
+        let stranger = store.pull("mtls.invalid/busybox:1", None).await.unwrap_err();
+        assert!(
+            stranger.to_string().contains(&format!(
+                "via https://{}",
+                registry.address
+            )) && stranger.to_string().contains("BadCertificate"),
+            "{stranger}"
+        );
+
+        write_config(&config, &with_client(&files.client_cert, &files.client_key));
+        let image = store.pull("mtls.invalid/busybox:1", None).await.unwrap();
+        assert_eq!(image.repo_tags, ["mtls.invalid/busybox:1"]);
+        assert!(registry.requests("GET /v2/busybox/blobs/") >= 1);
     })
     .await;
 }

@@ -433,6 +433,7 @@ pub struct Registry {
     /// host:port.
     pub address: String,
     credentials: Option<(String, String)>,
+    push_cert_dir: Option<PathBuf>,
     netns: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
@@ -446,6 +447,18 @@ pub struct RegistryOptions {
     pub credentials: Option<(String, String)>,
     /// Serve HTTPS with this certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// With `tls`: require client certificates signed by this CA (PEM); pushes present the
+    /// certificate directory's `*.cert`/`*.key` (skopeo's `--dest-cert-dir` layout).
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Client-certificate authentication of a TLS [`Registry`].
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// The CA client certificates must chain to.
+    pub ca: PathBuf,
+    /// A directory with a client certificate and key for pushing.
+    pub push_cert_dir: PathBuf,
 }
 
 /// `program`, run inside the network namespace at `netns` when one is given.
@@ -473,7 +486,7 @@ impl Registry {
         Self::start_with(RegistryOptions {
             netns: netns.map(Path::to_path_buf),
             credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
-            tls: None,
+            ..RegistryOptions::default()
         })
     }
 
@@ -488,9 +501,13 @@ impl Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let address = format!("127.0.0.1:{port}");
+        let client_cas = match &options.client_auth {
+            Some(auth) => format!(", clientcas: [{}]", auth.ca.display()),
+            None => String::new(),
+        };
         let tls = match &options.tls {
             Some((cert, key)) => format!(
-                ", tls: {{certificate: {}, key: {}}}",
+                ", tls: {{certificate: {}, key: {}{client_cas}}}",
                 cert.display(),
                 key.display()
             ),
@@ -523,6 +540,7 @@ impl Registry {
             child,
             address,
             credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+            push_cert_dir: options.client_auth.map(|auth| auth.push_cert_dir),
             netns: netns.map(Path::to_path_buf),
             _dir: dir,
         };
@@ -567,6 +585,9 @@ impl Registry {
         command.args(["copy", "--quiet", "--dest-tls-verify=false"]);
         if let Some((user, password)) = &self.credentials {
             command.arg(format!("--dest-creds={user}:{password}"));
+        }
+        if let Some(dir) = &self.push_cert_dir {
+            command.arg(format!("--dest-cert-dir={}", dir.display()));
         }
         let status = command
             .arg(format!("oci:{}:{name}:1", layouts.join(name).display()))

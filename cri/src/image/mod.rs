@@ -17,6 +17,7 @@
 //! layers exist, so whatever a crash leaves behind is either complete or unreferenced; `open`
 //! deletes the unreferenced.
 
+mod client_cert;
 mod import;
 mod manifest;
 mod pull;

@@ -22,6 +22,7 @@ use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use super::client_cert::{BridgeTls, ClientCertBridge};
 use super::manifest::{self, Document};
 use super::reference::ImageReference;
 use super::registries::{Attempt, RegistriesConfig};
@@ -187,7 +188,7 @@ impl PullContext<'_> {
 }
 
 /// An error and its sources, joined, so "error sending request" carries its cause.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -464,7 +465,32 @@ impl ImageStore {
             None => ClientAuth::Anonymous,
         };
         install_crypto_provider();
-        let protocol = if attempt.endpoint.plain_http {
+        // A client certificate is presented through a loopback bridge (the registry client
+        // has no client identity); the bridge lives as long as this attempt.
+        let bridge = match (
+            &attempt.host.client_identity_pem,
+            attempt.endpoint.plain_http,
+        ) {
+            (Some(identity_pem), false) => {
+                let tls = BridgeTls {
+                    identity_pem,
+                    ca_pem: attempt.host.ca_pem.as_deref(),
+                    insecure_skip_verify: attempt.host.insecure_skip_verify,
+                    connect_timeout: CONNECT_TIMEOUT,
+                    read_timeout: READ_TIMEOUT,
+                };
+                let bridge = ClientCertBridge::start(&attempt.endpoint.host, tls)
+                    .await
+                    .map_err(|e| ImageError::Registry {
+                        reference: wanted.to_string(),
+                        detail: e.to_string(),
+                    })?;
+                tracing::debug!(endpoint = %attempt.endpoint, bridge = bridge.local_host(), "presenting a client certificate through a loopback bridge");
+                Some(bridge)
+            }
+            _ => None,
+        };
+        let protocol = if attempt.endpoint.plain_http || bridge.is_some() {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https
@@ -490,7 +516,10 @@ impl ImageStore {
             reference: wanted.to_string(),
             detail: format!("client for {}: {}", attempt.endpoint, error_chain(&e)),
         })?;
-        let registry = attempt.endpoint.host.clone();
+        let registry = bridge.as_ref().map_or_else(
+            || attempt.endpoint.host.clone(),
+            |bridge| bridge.local_host().to_string(),
+        );
         let repository = attempt.repository.clone();
         let remote = match (&reference.digest, &reference.tag) {
             (Some(digest), _) => Reference::with_digest(registry, repository, digest.clone()),

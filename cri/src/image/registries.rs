@@ -64,9 +64,9 @@ pub struct HostConfig {
     pub ca_pem: Option<Vec<u8>>,
     /// `tls.insecure_skip_verify`.
     pub insecure_skip_verify: bool,
-    /// `tls.cert_file` and `tls.key_file`: client certificates, which this runtime cannot
-    /// present (the registry client has no client identity); kept to warn about.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// `tls.cert_file` then `tls.key_file` (PEM, read at load): the client certificate the
+    /// host's endpoints are shown, through a loopback bridge (`super::client_cert`).
+    pub client_identity_pem: Option<Vec<u8>>,
 }
 
 /// One endpoint a pull tries, with everything needed to talk to it.
@@ -97,6 +97,32 @@ fn bad(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         field: field.into(),
         reason: reason.into(),
     }
+}
+
+/// Reads a PEM file named by `field`, which must hold a block of one of `labels`
+/// (`CERTIFICATE`, `PRIVATE KEY` also matching `RSA PRIVATE KEY` and `EC PRIVATE KEY`).
+fn read_pem(
+    fs: &dyn ReadFile,
+    path: &Path,
+    field: &str,
+    labels: &[&str],
+) -> Result<Vec<u8>, ConfigError> {
+    let pem = fs
+        .read(path)
+        .map_err(|e| bad(field, format!("read {}: {e}", path.display())))?;
+    let text = String::from_utf8_lossy(&pem);
+    let found = text.lines().any(|line| {
+        line.strip_prefix("-----BEGIN ")
+            .and_then(|rest| rest.strip_suffix("-----"))
+            .is_some_and(|label| labels.iter().any(|wanted| label.ends_with(wanted)))
+    });
+    if !found {
+        return Err(bad(
+            field,
+            format!("{} holds no PEM {}", path.display(), labels.join(" or ")),
+        ));
+    }
+    Ok(pem)
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -319,19 +345,22 @@ impl RegistriesConfig {
             if let Some(tls) = raw.tls {
                 if let Some(ca) = &tls.ca_file {
                     let ca_field = format!("{field}.tls.ca_file");
-                    let pem = fs
-                        .read(ca)
-                        .map_err(|e| bad(&ca_field, format!("read {}: {e}", ca.display())))?;
-                    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                        return Err(bad(
-                            ca_field,
-                            format!("{} holds no PEM certificate", ca.display()),
-                        ));
-                    }
-                    host_config.ca_pem = Some(pem);
+                    host_config.ca_pem = Some(read_pem(fs, ca, &ca_field, &["CERTIFICATE"])?);
                 }
-                host_config.client_cert = match (tls.cert_file, tls.key_file) {
-                    (Some(cert), Some(key)) => Some((cert, key)),
+                host_config.client_identity_pem = match (tls.cert_file, tls.key_file) {
+                    (Some(cert), Some(key)) => {
+                        let mut pem = read_pem(
+                            fs,
+                            &cert,
+                            &format!("{field}.tls.cert_file"),
+                            &["CERTIFICATE"],
+                        )?;
+                        let key =
+                            read_pem(fs, &key, &format!("{field}.tls.key_file"), &["PRIVATE KEY"])?;
+                        pem.push(b'\n');
+                        pem.extend_from_slice(&key);
+                        Some(pem)
+                    }
                     (None, None) => None,
                     _ => {
                         return Err(bad(
@@ -345,15 +374,6 @@ impl RegistriesConfig {
             config.configs.insert(host, host_config);
         }
         Ok(config)
-    }
-
-    /// The hosts whose configs name client certificates (which are not presented).
-    pub fn hosts_with_client_certs(&self) -> Vec<&str> {
-        self.configs
-            .iter()
-            .filter(|(_, c)| c.client_cert.is_some())
-            .map(|(h, _)| h.as_str())
-            .collect()
     }
 
     /// The settings for `host`: its own entry, else `"*"`'s, else none.
@@ -486,13 +506,6 @@ impl RegistriesFile {
             field: e.field,
             reason: e.reason,
         })?;
-        for host in config.hosts_with_client_certs() {
-            tracing::warn!(
-                path = %self.path.display(),
-                host,
-                "tls.cert_file/key_file are not supported (no client certificates are presented)"
-            );
-        }
         let config = Arc::new(config);
         tracing::info!(
             path = %self.path.display(),
@@ -683,7 +696,39 @@ mod tests {
         let junk =
             RegistriesConfig::parse("configs:\n  reg.lan:\n    tls: {ca_file: /junk}\n", &fs)
                 .unwrap_err();
-        assert!(junk.reason.contains("no PEM certificate"), "{junk}");
+        assert!(junk.reason.contains("no PEM CERTIFICATE"), "{junk}");
+    }
+
+    #[test]
+    fn client_certificates_are_read_with_their_keys() {
+        let cert = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec();
+        let key = b"-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n".to_vec();
+        let fs = FakeFs(BTreeMap::from([
+            (PathBuf::from("/c.pem"), cert.clone()),
+            (PathBuf::from("/k.pem"), key.clone()),
+        ]));
+        let config = RegistriesConfig::parse(
+            "configs:\n  reg.lan:\n    tls: {cert_file: /c.pem, key_file: /k.pem}\n",
+            &fs,
+        )
+        .unwrap();
+        let plan = config.plan(&reference("reg.lan/x"), &[], None);
+        let identity = plan[0].host.client_identity_pem.as_deref().unwrap();
+        let text = String::from_utf8_lossy(identity);
+        assert!(text.contains("BEGIN CERTIFICATE") && text.contains("BEGIN EC PRIVATE KEY"));
+        // A key where the certificate belongs, or the reverse, is refused by field.
+        let swapped = RegistriesConfig::parse(
+            "configs:\n  reg.lan:\n    tls: {cert_file: /k.pem, key_file: /c.pem}\n",
+            &fs,
+        )
+        .unwrap_err();
+        assert_eq!(swapped.field, "configs.\"reg.lan\".tls.cert_file");
+        let no_key = RegistriesConfig::parse(
+            "configs:\n  reg.lan:\n    tls: {cert_file: /c.pem, key_file: /nope}\n",
+            &fs,
+        )
+        .unwrap_err();
+        assert_eq!(no_key.field, "configs.\"reg.lan\".tls.key_file");
     }
 
     #[test]
