@@ -220,9 +220,7 @@ async fn main() -> anyhow::Result<()> {
         cluster_domain: args.cluster_domain.clone(),
         runtime_name,
         cgroup_root: args.cgroup_root.clone(),
-        prober: Arc::new(agent::pod::probe::NodeProber {
-            runtime: runtime.clone(),
-        }),
+        prober: Arc::new(agent::pod::probe::NodeProber::new(runtime.clone())?),
     });
     info!(node = %node_name, runtime = %args.runtime_endpoint, "agent starting");
     let node_task = tokio::spawn(node::run(

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod backoff;
 pub mod config;
+pub mod netprobe;
 pub mod plan;
 pub mod probe;
 pub mod pull_secrets;

@@ -1,6 +1,5 @@
 //! Container probes as kubelet runs them: liveness, readiness and startup, each by exec (CRI
-//! ExecSync), httpGet (from the node, `>= 200` and `< 400` succeeds), tcpSocket (a connection
-//! opens) or grpc (not supported yet: it fails saying so, never a fake success), with
+//! ExecSync), httpGet, tcpSocket or grpc (from the node, see [`super::netprobe`]), with
 //! upstream's defaults (period 10 s, timeout 1 s, success threshold 1, failure threshold 3).
 //! [`Tracker`] is the pure threshold bookkeeping; [`run`] is the loop of one probe of one
 //! container instance, reporting changes to the pod worker.
@@ -11,9 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::netprobe;
 use crate::runtime::ContainerRuntime;
 
 /// Which probe.
@@ -74,10 +73,27 @@ pub trait Prober: Send + Sync {
     async fn probe(&self, probe: &Probe, target: &Target) -> Outcome;
 }
 
-/// The prober of a real node: exec through CRI, HTTP and TCP from the node.
+/// The prober of a real node: exec through CRI; HTTP(S), TCP and gRPC from the node.
 pub struct NodeProber {
-    /// The runtime.
-    pub runtime: Arc<dyn ContainerRuntime>,
+    runtime: Arc<dyn ContainerRuntime>,
+    http: reqwest::Client,
+}
+
+impl NodeProber {
+    /// A prober using `runtime` for exec probes.
+    pub fn new(runtime: Arc<dyn ContainerRuntime>) -> Result<Self, netprobe::ClientError> {
+        Ok(NodeProber {
+            runtime,
+            http: netprobe::http_client()?,
+        })
+    }
+}
+
+/// The host a network handler addresses: its own `host`, else the pod's IP.
+fn host_or_pod_ip(host: &Option<String>, target: &Target) -> String {
+    host.clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| target.pod_ip.clone())
 }
 
 fn timeout_of(probe: &Probe) -> Duration {
@@ -139,100 +155,49 @@ impl Prober for NodeProber {
                 Ok(p) => p,
                 Err(e) => return Outcome::Failure(e),
             };
-            if http.scheme.as_deref() == Some("HTTPS") {
-                return Outcome::Failure("HTTPS probes are not supported by this agent yet".into());
-            }
-            let host = http
-                .host
-                .clone()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| target.pod_ip.clone());
             let path = http
                 .path
                 .clone()
                 .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| "/".into());
-            let headers: Vec<(String, String)> = http
-                .http_headers
-                .iter()
-                .flatten()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect();
-            return match tokio::time::timeout(timeout, http_get(&host, port, &path, &headers)).await
-            {
-                Ok(Ok(code)) if (200..400).contains(&code) => Outcome::Success,
-                Ok(Ok(code)) => {
-                    Outcome::Failure(format!("HTTP probe failed with statuscode: {code}"))
-                }
-                Ok(Err(e)) => Outcome::Failure(format!("Get \"http://{host}:{port}{path}\": {e}")),
-                Err(_) => Outcome::Failure(format!(
-                    "Get \"http://{host}:{port}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
-                )),
+                .unwrap_or_default();
+            let http_target = netprobe::HttpTarget {
+                scheme: http
+                    .scheme
+                    .as_deref()
+                    .unwrap_or("HTTP")
+                    .to_ascii_lowercase(),
+                host: host_or_pod_ip(&http.host, target),
+                port,
+                path: if path.starts_with('/') {
+                    path
+                } else {
+                    format!("/{path}")
+                },
+                headers: http
+                    .http_headers
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.clone(), h.value.clone()))
+                    .collect(),
             };
+            return netprobe::http_get(&self.http, &http_target, timeout).await;
         }
         if let Some(tcp) = &probe.tcp_socket {
             let port = match port_of(&tcp.port, &target.container) {
                 Ok(p) => p,
                 Err(e) => return Outcome::Failure(e),
             };
-            let host = tcp
-                .host
-                .clone()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| target.pod_ip.clone());
-            return match tokio::time::timeout(
-                timeout,
-                tokio::net::TcpStream::connect((host.as_str(), port)),
-            )
-            .await
-            {
-                Ok(Ok(_)) => Outcome::Success,
-                Ok(Err(e)) => Outcome::Failure(format!("dial tcp {host}:{port}: {e}")),
-                Err(_) => Outcome::Failure(format!("dial tcp {host}:{port}: i/o timeout")),
-            };
+            return netprobe::tcp_connect(&host_or_pod_ip(&tcp.host, target), port, timeout).await;
         }
-        if probe.grpc.is_some() {
-            return Outcome::Failure("gRPC probes are not supported by this agent yet".into());
+        if let Some(grpc) = &probe.grpc {
+            let Ok(port) = u16::try_from(grpc.port) else {
+                return Outcome::Failure(format!("invalid gRPC port {}", grpc.port));
+            };
+            let service = grpc.service.as_deref().unwrap_or_default();
+            return netprobe::grpc_check(&target.pod_ip, port, service, timeout).await;
         }
         Outcome::Failure("the probe names no handler".into())
     }
-}
-
-/// A minimal HTTP/1.1 GET; returns the status code.
-async fn http_get(
-    host: &str,
-    port: u16,
-    path: &str,
-    headers: &[(String, String)],
-) -> std::io::Result<u16> {
-    let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
-    let mut request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
-    );
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut buf = vec![0u8; 1024];
-    let mut read = 0;
-    while read < 12 {
-        let n = stream.read(&mut buf[read..]).await?;
-        if n == 0 {
-            break;
-        }
-        read += n;
-    }
-    let line = String::from_utf8_lossy(&buf[..read]);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::other(format!(
-                "malformed HTTP response {:?}",
-                line.lines().next().unwrap_or("")
-            ))
-        })
 }
 
 /// Threshold bookkeeping of one probe: the result flips after `successThreshold` successes
@@ -416,23 +381,5 @@ mod tests {
                 .unwrap_err()
                 .contains("couldn't find port")
         );
-    }
-
-    #[tokio::test]
-    async fn http_and_tcp_probes_against_a_real_listener() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            for status in ["200 OK", "503 Service Unavailable"] {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let mut buf = [0u8; 512];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
-                    .await;
-            }
-        });
-        assert_eq!(http_get("127.0.0.1", port, "/", &[]).await.unwrap(), 200);
-        assert_eq!(http_get("127.0.0.1", port, "/", &[]).await.unwrap(), 503);
     }
 }
