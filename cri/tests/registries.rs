@@ -1,8 +1,10 @@
 //! The registries file end to end against real docker-registry processes: Docker Hub and
 //! registry.k8s.io names served by a local mirror (the image keeps the name asked for), a
 //! dead first mirror falling through to the next, a rewrite rule, credentials and a private
-//! CA from the file, client certificates for a registry that requires them, a file edit taking effect without reopening the store, and concurrent
-//! pulls of one image downloading once (counted in the registry's access log).
+//! CA from the file, a TLS registry with its own CA taking the pull request's credentials (as
+//! the agent sends pull secrets), client certificates for a registry that requires them, a
+//! file edit taking effect without reopening the store, and concurrent pulls of one image
+//! downloading once (counted in the registry's access log).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -267,6 +269,59 @@ async fn a_mirror_behind_tls_with_its_own_ca_needs_ca_file() {
         );
         let image = store.pull("secure.invalid/busybox:1", None).await.unwrap();
         assert_eq!(image.repo_tags, ["secure.invalid/busybox:1"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tls_registry_with_its_own_ca_takes_the_pull_requests_credentials() {
+    timed(async {
+        let dir = tempfile::tempdir().unwrap();
+        let TlsFiles { ca, cert, key, .. } = tls_files(dir.path());
+        let registry = Registry::start_with(RegistryOptions {
+            tls: Some((cert, key)),
+            credentials: Some(("bob".into(), "hunter2".into())),
+            ..RegistryOptions::default()
+        })
+        .expect("a bcrypt hash for htpasswd (python3's crypt module)");
+        registry.push(&layouts(), "busybox", "busybox:1");
+        // The file says the (loopback, so plain HTTP by default) registry speaks HTTPS and
+        // gives its CA; the credentials come with the pull, as the agent's pull secrets do.
+        let config = dir.path().join("registries.yaml");
+        write_config(
+            &config,
+            &format!(
+                "mirrors:\n  \"{0}\":\n    endpoint: [\"https://{0}\"]\nconfigs:\n  \"{0}\":\n    tls: {{ca_file: {1}}}\n",
+                registry.address,
+                ca.display()
+            ),
+        );
+        let store = store_with(&dir.path().join("store"), &config);
+        let reference = format!("{}/busybox:1", registry.address);
+
+        let refused = store.pull(&reference, None).await.unwrap_err();
+        assert!(
+            matches!(refused, ImageError::Unauthorized { .. })
+                && refused.to_string().contains("401"),
+            "{refused:?}"
+        );
+        let wrong = cri::image::RegistryAuth {
+            username: "bob".into(),
+            password: "wrong".into(),
+            ..Default::default()
+        };
+        let refused = store.pull(&reference, Some(&wrong)).await.unwrap_err();
+        assert!(
+            matches!(refused, ImageError::Unauthorized { .. }),
+            "{refused:?}"
+        );
+        let right = cri::image::RegistryAuth {
+            username: "bob".into(),
+            password: "hunter2".into(),
+            ..Default::default()
+        };
+        let image = store.pull(&reference, Some(&right)).await.unwrap();
+        assert_eq!(image.repo_tags, [reference]);
     })
     .await;
 }
