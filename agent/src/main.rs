@@ -83,6 +83,23 @@ struct Args {
     /// Cgroup parent of pods (QoS classes below it).
     #[arg(long, default_value = "/kubepods")]
     cgroup_root: String,
+    /// Size at which a container's log is rotated (a quantity: 10Mi, 512Ki).
+    #[arg(long, default_value = "10Mi", value_parser = parse_log_size)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the live one included (at least 2).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
+    container_log_max_files: u16,
+    /// How often container logs are checked for rotation, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    container_log_monitor_interval: u64,
+}
+
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    let quantity = apimachinery::quantity::Quantity::parse(s).map_err(|e| e.to_string())?;
+    u64::try_from(quantity.value())
+        .ok()
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("{s:?} must be a positive size"))
 }
 
 fn parse_taint(s: &str) -> anyhow::Result<Taint> {
@@ -263,6 +280,16 @@ async fn main() -> anyhow::Result<()> {
         kubelet,
         shutdown_rx.clone(),
     ));
+    let rotation_task = tokio::spawn(agent::logrotate::run(
+        Arc::new(agent::logrotate::RealLogFiles),
+        Arc::new(runtime.clone()),
+        agent::logrotate::Policy {
+            max_size: args.container_log_max_size,
+            max_files: usize::from(args.container_log_max_files),
+        },
+        std::time::Duration::from_secs(args.container_log_monitor_interval),
+        shutdown_rx.clone(),
+    ));
     let pods_task = tokio::spawn(pod::run(shared, shutdown_rx));
     daemon::shutdown_signal().await;
     info!("shutting down; pods keep running");
@@ -271,6 +298,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = node_task.await;
         let _ = pods_task.await;
         let _ = server_task.await;
+        let _ = rotation_task.await;
     })
     .await;
     Ok(())

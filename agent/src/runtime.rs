@@ -107,6 +107,8 @@ pub trait ContainerRuntime: Send + Sync {
     async fn attach(&self, request: cri::AttachRequest) -> Result<String, RuntimeError>;
     /// PortForward: the streaming URL serving the session.
     async fn port_forward(&self, request: cri::PortForwardRequest) -> Result<String, RuntimeError>;
+    /// ReopenContainerLog: the runtime starts a new file at the container's log path.
+    async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError>;
 }
 
 /// A CRI client on a unix socket. The connection is made lazily and remade after failures, so
@@ -414,6 +416,16 @@ impl ContainerRuntime for CriClient {
             .map_err(self.error("Exec"))?
             .into_inner()
             .url)
+    }
+
+    async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
+        self.runtime()
+            .reopen_container_log(cri::ReopenContainerLogRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .map_err(self.error("ReopenContainerLog"))?;
+        Ok(())
     }
 
     async fn attach(&self, request: cri::AttachRequest) -> Result<String, RuntimeError> {

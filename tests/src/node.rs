@@ -87,6 +87,11 @@ impl TestNode {
 
     /// Starts the agent (again).
     pub fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    /// Starts the agent with `extra` flags after the usual ones.
+    pub fn start_agent_with(&mut self, extra: &[&str]) {
         let mut cmd = Command::new(workspace_bin("agent"));
         cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -106,6 +111,7 @@ impl TestNode {
         if !self.pod_cidr.is_empty() {
             cmd.args(["--pod-cidr", &self.pod_cidr]);
         }
+        cmd.args(extra);
         let log = self.dir.path().join("agent.log");
         self.agent = Some(Process::spawn("agent", cmd, log).expect("start the agent"));
     }
