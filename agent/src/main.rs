@@ -273,6 +273,7 @@ async fn main() -> anyhow::Result<()> {
         node_name: node_name.clone(),
         pod_log_dir: args.pod_log_dir.clone(),
         anonymous_auth: args.anonymous_auth,
+        host: Arc::new(agent::server::stats::ProcHost::new(args.root_dir.clone())),
     });
     let server_task = tokio::spawn(server::serve(
         listener,

@@ -109,6 +109,10 @@ pub trait ContainerRuntime: Send + Sync {
     async fn port_forward(&self, request: cri::PortForwardRequest) -> Result<String, RuntimeError>;
     /// ReopenContainerLog: the runtime starts a new file at the container's log path.
     async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError>;
+    /// ListPodSandboxStats of every pod.
+    async fn list_pod_sandbox_stats(&self) -> Result<Vec<cri::PodSandboxStats>, RuntimeError>;
+    /// ImageFsInfo: the image filesystems' usage.
+    async fn image_fs_info(&self) -> Result<Vec<cri::FilesystemUsage>, RuntimeError>;
 }
 
 /// A CRI client on a unix socket. The connection is made lazily and remade after failures, so
@@ -416,6 +420,26 @@ impl ContainerRuntime for CriClient {
             .map_err(self.error("Exec"))?
             .into_inner()
             .url)
+    }
+
+    async fn list_pod_sandbox_stats(&self) -> Result<Vec<cri::PodSandboxStats>, RuntimeError> {
+        Ok(self
+            .runtime()
+            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
+            .await
+            .map_err(self.error("ListPodSandboxStats"))?
+            .into_inner()
+            .stats)
+    }
+
+    async fn image_fs_info(&self) -> Result<Vec<cri::FilesystemUsage>, RuntimeError> {
+        Ok(self
+            .images()
+            .image_fs_info(cri::ImageFsInfoRequest {})
+            .await
+            .map_err(self.error("ImageFsInfo"))?
+            .into_inner()
+            .image_filesystems)
     }
 
     async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {

@@ -1,5 +1,6 @@
 //! The pod subresources served by the node: `pods/log`, `pods/exec`, `pods/attach` and
-//! `pods/portforward`, proxied to the kubelet API of the pod's node
+//! `pods/portforward`, and `nodes/proxy` (any kubelet path, e.g. `/stats/summary`),
+//! proxied to the kubelet API of the pod's node
 //! (`https://<InternalIP>:<daemonEndpoints.kubeletEndpoint.Port>`) with a client certificate
 //! this server issues itself from the cluster CA (`kube-apiserver-kubelet-client`, group
 //! `system:masters`). As upstream, the kubelet's serving certificate is only verified when a
@@ -88,6 +89,34 @@ pub fn target(method: &Method, path: &str) -> Option<Target> {
         namespace: namespace.to_string(),
         pod: pod.to_string(),
         kind,
+    })
+}
+
+/// A `nodes/proxy` request: `/api/v1/nodes/{name}/proxy/{path}` goes to the kubelet's
+/// `/{path}` with the query, any method, and the kubelet's answer comes back as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTarget {
+    /// The node.
+    pub node: String,
+    /// The kubelet path, starting with `/`.
+    pub path: String,
+}
+
+/// The `nodes/proxy` request `path` names, if it is one.
+pub fn node_target(path: &str) -> Option<NodeTarget> {
+    let rest = path.strip_prefix("/api/v1/nodes/")?;
+    let (node, rest) = rest.split_once('/')?;
+    let kubelet_path = rest.strip_prefix("proxy")?;
+    if !(kubelet_path.is_empty() || kubelet_path.starts_with('/')) || node.is_empty() {
+        return None;
+    }
+    Some(NodeTarget {
+        node: node.to_string(),
+        path: if kubelet_path.is_empty() {
+            "/".to_string()
+        } else {
+            kubelet_path.to_string()
+        },
     })
 }
 
@@ -234,13 +263,51 @@ impl NodeProxy {
             .ok_or_else(|| {
                 ApiError::bad_request(format!("pod {} does not have a host assigned", target.pod))
             })?;
-        let node = load(api, "nodes", None, node_name)
-            .await?
-            .ok_or_else(|| ApiError::bad_request(format!("node \"{node_name}\" not found")))?;
+        let path = kubelet_path(target, container.as_deref(), &query);
+        let resp = self.forward(api, req, node_name, &path, false).await?;
+        if resp.status().is_client_error() || resp.status().is_server_error() {
+            return Err(kubelet_error(resp).await);
+        }
+        Ok(resp)
+    }
+
+    /// Serves one `nodes/proxy` request: the kubelet's answer, whatever its status.
+    pub async fn handle_node(
+        &self,
+        api: &Api,
+        req: Request<Incoming>,
+        target: NodeTarget,
+    ) -> Response<Body> {
+        let mut path = target.path.clone();
+        if let Some(query) = req.uri().query() {
+            path.push('?');
+            path.push_str(query);
+        }
+        match self.forward(api, req, &target.node, &path, true).await {
+            Ok(resp) => resp,
+            Err(e) => error_response(&e),
+        }
+    }
+
+    /// Sends `req` to `path` on the kubelet of `node_name`.
+    async fn forward(
+        &self,
+        api: &Api,
+        req: Request<Incoming>,
+        node_name: &str,
+        path: &str,
+        node_must_exist: bool,
+    ) -> Result<Response<Body>, ApiError> {
+        let node = load(api, "nodes", None, node_name).await?.ok_or_else(|| {
+            if node_must_exist {
+                ApiError::not_found("nodes", node_name)
+            } else {
+                ApiError::bad_request(format!("node \"{node_name}\" not found"))
+            }
+        })?;
         let (address, port) = kubelet_endpoint(&node).ok_or_else(|| {
             ApiError::bad_request(format!("node {node_name} has no InternalIP address"))
         })?;
-        let path = kubelet_path(target, container.as_deref(), &query);
         let server_name = ServerName::try_from(address.clone()).map_err(|_| {
             ApiError::bad_request(format!(
                 "node {node_name} has an invalid address {address:?}"
@@ -267,13 +334,9 @@ impl NodeProxy {
             .connect(server_name, tcp)
             .await
             .map_err(unreachable)?;
-        let resp = upgrade_proxy::forward(req, &path, &host, tls)
+        upgrade_proxy::forward(req, path, &host, tls)
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        if resp.status().is_client_error() || resp.status().is_server_error() {
-            return Err(kubelet_error(resp).await);
-        }
-        Ok(resp)
+            .map_err(|e| ApiError::internal(e.to_string()))
     }
 }
 
@@ -418,6 +481,24 @@ pub fn kubelet_path(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_proxy_paths_name_the_node_and_the_kubelet_path() {
+        let t = |path: &str| node_target(path).map(|t| (t.node, t.path));
+        assert_eq!(
+            t("/api/v1/nodes/n1/proxy/stats/summary"),
+            Some(("n1".into(), "/stats/summary".into()))
+        );
+        assert_eq!(t("/api/v1/nodes/n1/proxy"), Some(("n1".into(), "/".into())));
+        assert_eq!(
+            t("/api/v1/nodes/n1/proxy/"),
+            Some(("n1".into(), "/".into()))
+        );
+        assert_eq!(t("/api/v1/nodes/n1/proxyish"), None);
+        assert_eq!(t("/api/v1/nodes/n1/status"), None);
+        assert_eq!(t("/api/v1/nodes/n1"), None);
+        assert_eq!(t("/api/v1/namespaces/x/pods/p/proxy"), None);
+    }
 
     fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

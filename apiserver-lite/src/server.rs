@@ -208,6 +208,11 @@ impl Frontend {
             tracing::debug!(%peer, user = %user.name, %method, %path, status = resp.status().as_u16(), "proxied to the node");
             return resp;
         }
+        if let Some(target) = crate::nodeproxy::node_target(&path) {
+            let resp = self.node_proxy.handle_node(&self.api, req, target).await;
+            tracing::debug!(%peer, user = %user.name, %method, %path, status = resp.status().as_u16(), "proxied to the node");
+            return resp;
+        }
         // Watches, health checks and system:masters (the cluster's own components and admins)
         // are not limited, as upstream's max-in-flight filter exempts them.
         let exempt = is_watch(&req)

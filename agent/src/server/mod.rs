@@ -10,9 +10,11 @@
 //! {pod}/{container}` (see [`logs`]); `/exec`, `/attach` (`/{ns}/{pod}/{container}`) and
 //! `/portForward/{ns}/{pod}`, which ask the runtime for a streaming URL and hand the
 //! client's upgrade request to it through [`upgrade_proxy::forward`]; `/run/{ns}/{pod}/
-//! {container}?cmd=...` runs a command and answers with its output.
+//! {container}?cmd=...` runs a command and answers with its output; `/stats/summary` and
+//! `/metrics/resource` (see [`stats`]).
 
 pub mod logs;
+pub mod stats;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -49,6 +51,8 @@ pub struct Kubelet {
     pub pod_log_dir: PathBuf,
     /// Whether unauthenticated requests are served.
     pub anonymous_auth: bool,
+    /// The node's own numbers for `/stats/summary`.
+    pub host: Arc<dyn stats::HostStats>,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -109,6 +113,15 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+fn json(body: Vec<u8>) -> Result<Response<Body>, HttpError> {
+    let mut resp = text(StatusCode::OK, body);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
 }
 
 /// Serves the kubelet API on `listener` until `shutdown` turns true.
@@ -258,6 +271,19 @@ impl Kubelet {
         match segments.as_slice() {
             ["healthz"] if get => Ok(text(StatusCode::OK, "ok")),
             ["pods"] if get => self.pods().await,
+            ["stats", "summary"] if get => {
+                let summary = stats::summary(&self.summary_input().await?);
+                json(serde_json::to_vec(&summary).map_err(HttpError::internal)?)
+            }
+            ["metrics", "resource"] if get => {
+                let summary = stats::summary(&self.summary_input().await?);
+                let mut resp = text(StatusCode::OK, stats::resource_metrics(&summary));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Ok(resp)
+            }
             ["containerLogs", ns, pod, container] if get => {
                 let query = query_pairs(req.uri().query());
                 self.container_logs(ns, pod, container, &query).await
@@ -294,15 +320,74 @@ impl Kubelet {
             "metadata": {},
             "items": list.items,
         });
-        let mut resp = text(
-            StatusCode::OK,
-            serde_json::to_vec(&body).map_err(HttpError::internal)?,
-        );
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        Ok(resp)
+        json(serde_json::to_vec(&body).map_err(HttpError::internal)?)
+    }
+
+    /// What `/stats/summary` is made of: the runtime's pod and image filesystem stats, start
+    /// times, log sizes and the host's numbers.
+    async fn summary_input(&self) -> Result<stats::SummaryInput, HttpError> {
+        let pods = self.runtime.list_pod_sandbox_stats().await?;
+        let sandbox_created = self
+            .runtime
+            .list_sandboxes()
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s.created_at))
+            .collect();
+        let container_created = self
+            .runtime
+            .list_containers()
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c.created_at))
+            .collect();
+        // A runtime without ImageFsInfo still gets a summary, without imageFs.
+        let image_fs = self.runtime.image_fs_info().await.unwrap_or_default();
+        let host = self.host.clone();
+        let pod_log_dir = self.pod_log_dir.clone();
+        let node_name = self.node_name.clone();
+        tokio::task::spawn_blocking(move || {
+            let image_fs = image_fs.first().and_then(|usage| {
+                let mountpoint = usage.fs_id.as_ref()?.mountpoint.clone();
+                let numbers = host.fs(std::path::Path::new(&mountpoint))?;
+                Some(stats::FsNumbers {
+                    used: usage.used_bytes.as_ref().map_or(numbers.used, |v| v.value),
+                    ..numbers
+                })
+            });
+            let log_fs = host.fs(&pod_log_dir);
+            let mut container_logs = std::collections::HashMap::new();
+            for pod in &pods {
+                let Some(meta) = pod.attributes.as_ref().and_then(|a| a.metadata.as_ref()) else {
+                    continue;
+                };
+                let pod_dir =
+                    pod_log_dir.join(format!("{}_{}_{}", meta.namespace, meta.name, meta.uid));
+                for container in pod.linux.iter().flat_map(|l| &l.containers) {
+                    let Some(attrs) = &container.attributes else {
+                        continue;
+                    };
+                    let Some(name) = attrs.metadata.as_ref().map(|m| &m.name) else {
+                        continue;
+                    };
+                    if let Some(fs) = log_fs {
+                        let used = host.du(&pod_dir.join(name));
+                        container_logs.insert(attrs.id.clone(), stats::FsNumbers { used, ..fs });
+                    }
+                }
+            }
+            stats::SummaryInput {
+                node_name,
+                node: host.sample(),
+                image_fs,
+                pods,
+                sandbox_created,
+                container_created,
+                container_logs,
+            }
+        })
+        .await
+        .map_err(HttpError::internal)
     }
 
     /// The pod `ns/name` bound to this node, with its uid.
