@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(protobuf-compiler libprotobuf-dev etcd-server sqlite3 ca-certificates
-  runc docker-registry skopeo umoci busybox-static catatonit nftables conntrack iptables iproute2 util-linux python3)
+  runc docker-registry skopeo umoci busybox-static catatonit nftables conntrack iptables iproute2 util-linux python3
+  containerd containernetworking-plugins)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,6 +22,8 @@ if command -v systemctl >/dev/null 2>&1; then systemctl disable --now etcd >/dev
 pkill -x etcd -u etcd >/dev/null 2>&1 || true
 # The same for the registry: tests start their own on free ports.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
+# And for containerd: the agent's containerd test runs its own instance with its own config.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now containerd >/dev/null 2>&1 || true; fi
 command -v kubectl >/dev/null || { echo "kubectl is required at /usr/bin/kubectl" >&2; exit 1; }
 
 export CARGO_TERM_COLOR=never

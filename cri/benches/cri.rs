@@ -18,7 +18,7 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use support::containerd::Containerd;
-use support::daemon::{Daemon, DaemonOptions, TestNetns, remove_cgroups};
+use support::daemon::{Daemon, DaemonOptions, TestNetns};
 use support::pod::{container_config, sandbox_config_in, spec};
 use tonic::transport::Channel;
 
@@ -382,7 +382,7 @@ fn main() {
         .unwrap_or_default()
         .to_string();
     let containerd = Containerd::start(containerd_netns, &registry_address, &their_pause);
-    let containerd_cgroups = format!("/{}", containerd.netns.name);
+    let containerd_cgroups = containerd.cgroup_root.clone();
 
     let (ours, theirs) = rt.block_on(async {
         pull(daemon.images().await, &[our_busybox.clone(), our_pause]).await;
@@ -417,6 +417,5 @@ fn main() {
     });
     print_table(&ours, &theirs);
     drop(containerd);
-    remove_cgroups(&containerd_cgroups);
     drop(daemon);
 }

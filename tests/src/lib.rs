@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+pub mod containerd;
 pub mod cri;
 pub mod netns;
 pub mod node;

@@ -2,12 +2,68 @@
 //! namespace with busybox pushed, and an `agent` registered with a given API server. Dropping
 //! it stops the agent and the daemon and removes what they created.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use crate::cri::{Daemon, DaemonOptions, Registry, layouts};
 use crate::{ApiServer, Process, workspace_bin};
+
+/// Waits (30 s at most) until `api` shows the node `name` Ready.
+pub fn wait_node_ready(api: &ApiServer, name: &str) {
+    crate::wait_until("the node to be Ready", Duration::from_secs(30), || {
+        api.jsonpath(
+            &["node", name],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) == "True"
+    });
+}
+
+/// How a test node's agent is started: its API server, name, runtime socket, directory (its
+/// root dir, pod logs and log file go below), kubelet API port and cgroup root.
+pub struct AgentLaunch<'a> {
+    /// The API server's kubeconfig.
+    pub kubeconfig: &'a Path,
+    /// The node's name.
+    pub name: &'a str,
+    /// The CRI socket.
+    pub socket: &'a Path,
+    /// The node's directory (`root`, `logs`, `agent.log`).
+    pub dir: &'a Path,
+    /// The kubelet API port on 127.0.0.1.
+    pub port: u16,
+    /// The runtime's cgroup root (pods go below `<root>/kubepods`).
+    pub cgroup_root: &'a str,
+    /// `--pod-cidr`, or empty for the Node's.
+    pub pod_cidr: &'a str,
+}
+
+impl AgentLaunch<'_> {
+    /// Spawns the agent with `extra` flags after the usual ones; its log is `<dir>/agent.log`.
+    pub fn spawn(&self, extra: &[&str]) -> Process {
+        let mut cmd = Command::new(workspace_bin("agent"));
+        cmd.arg("--kubeconfig")
+            .arg(self.kubeconfig)
+            .args(["--node-name", self.name])
+            .arg("--runtime-endpoint")
+            .arg(format!("unix://{}", self.socket.display()))
+            .arg("--root-dir")
+            .arg(self.dir.join("root"))
+            .arg("--pod-log-dir")
+            .arg(self.dir.join("logs"))
+            .args(["--node-ip", "127.0.0.1"])
+            .args(["--cluster-dns", "10.96.0.10"])
+            .args(["--address", "127.0.0.1", "--port", &self.port.to_string()])
+            .arg("--cgroup-root")
+            .arg(format!("{}/kubepods", self.cgroup_root))
+            .env("RUST_LOG", "info");
+        if !self.pod_cidr.is_empty() {
+            cmd.args(["--pod-cidr", self.pod_cidr]);
+        }
+        cmd.args(extra);
+        Process::spawn("agent", cmd, self.dir.join("agent.log")).expect("start the agent")
+    }
+}
 
 /// A node with a runtime and an agent.
 pub struct TestNode {
@@ -72,12 +128,7 @@ impl TestNode {
 
     /// Waits (30 s at most) until `api` shows this node Ready.
     pub fn wait_ready(&self, api: &ApiServer) {
-        crate::wait_until("the node to be Ready", Duration::from_secs(30), || {
-            api.jsonpath(
-                &["node", &self.name],
-                "{.status.conditions[?(@.type==\"Ready\")].status}",
-            ) == "True"
-        });
+        wait_node_ready(api, &self.name);
     }
 
     /// Where container logs go.
@@ -92,28 +143,16 @@ impl TestNode {
 
     /// Starts the agent with `extra` flags after the usual ones.
     pub fn start_agent_with(&mut self, extra: &[&str]) {
-        let mut cmd = Command::new(workspace_bin("agent"));
-        cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["--node-name", &self.name])
-            .arg("--runtime-endpoint")
-            .arg(format!("unix://{}", self.cri.socket().display()))
-            .arg("--root-dir")
-            .arg(self.dir.path().join("root"))
-            .arg("--pod-log-dir")
-            .arg(self.pod_log_dir())
-            .args(["--node-ip", "127.0.0.1"])
-            .args(["--cluster-dns", "10.96.0.10"])
-            .args(["--address", "127.0.0.1", "--port", &self.port.to_string()])
-            .arg("--cgroup-root")
-            .arg(format!("{}/kubepods", self.cri.cgroup_root))
-            .env("RUST_LOG", "info");
-        if !self.pod_cidr.is_empty() {
-            cmd.args(["--pod-cidr", &self.pod_cidr]);
-        }
-        cmd.args(extra);
-        let log = self.dir.path().join("agent.log");
-        self.agent = Some(Process::spawn("agent", cmd, log).expect("start the agent"));
+        let launch = AgentLaunch {
+            kubeconfig: &self.kubeconfig,
+            name: &self.name,
+            socket: &self.cri.socket(),
+            dir: self.dir.path(),
+            port: self.port,
+            cgroup_root: &self.cri.cgroup_root,
+            pod_cidr: &self.pod_cidr,
+        };
+        self.agent = Some(launch.spawn(extra));
     }
 
     /// Kills the agent with SIGKILL (pods keep running).

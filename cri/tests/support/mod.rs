@@ -3,7 +3,7 @@
 //! a deadline for async tests.
 #![allow(dead_code, unused_imports)]
 
-pub mod containerd;
+pub use e2e::containerd;
 pub mod pod;
 pub mod streaming;
 

@@ -1,4 +1,5 @@
-//! Debian's containerd (1.6) as a second CRI runtime, for side-by-side measurements: its own
+//! Debian's containerd (1.6) as a second CRI runtime, for the agent's e2e tests and
+//! side-by-side measurements: its own
 //! config, root, state, socket, runc root and CNI configuration (bridge, host-local with its
 //! own data directory, portmap) under a temporary directory, inside a network namespace of its
 //! own, pulling through a mirror entry for a plain-HTTP local registry. Dropping it stops
@@ -12,7 +13,7 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
-use super::daemon::{TestNetns, unmount_under};
+use crate::cri::{TestNetns, processes_matching, unix_channel, unmount_under};
 
 /// A running containerd and what it owns.
 pub struct Containerd {
@@ -21,12 +22,26 @@ pub struct Containerd {
     pub dir: tempfile::TempDir,
     /// Its network namespace (pods get theirs from CNI, attached to a bridge in this one).
     pub netns: TestNetns,
+    /// Its cgroup root (pods' cgroup parents go below it).
+    pub cgroup_root: String,
 }
 
 impl Containerd {
     /// Starts containerd in `netns` with `sandbox_image` as the pause image and `registry`
     /// (host:port, plain HTTP) mirrored; waits for its socket.
     pub fn start(netns: TestNetns, registry: &str, sandbox_image: &str) -> Containerd {
+        Self::start_with_streaming(netns, registry, sandbox_image, "127.0.0.1")
+    }
+
+    /// Like [`Containerd::start`], with its streaming server (exec, attach, port-forward) on
+    /// `stream_address` (e.g. the namespace's end of [`TestNetns::link_to_host`], so a client
+    /// on the host reaches it).
+    pub fn start_with_streaming(
+        netns: TestNetns,
+        registry: &str,
+        sandbox_image: &str,
+        stream_address: &str,
+    ) -> Containerd {
         let dir = tempfile::Builder::new()
             .prefix("containerd-bench")
             .tempdir()
@@ -55,6 +70,8 @@ state = "{state}"
   address = "{socket}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox_image}"
+  stream_server_address = "{stream_address}"
+  stream_server_port = "0"
   restrict_oom_score_adj = true
   disable_apparmor = true
   disable_hugetlb_controller = true
@@ -86,10 +103,12 @@ state = "{state}"
             .stderr(log)
             .spawn()
             .expect("start containerd (apt-get install containerd containernetworking-plugins)");
+        let cgroup_root = format!("/{}", netns.name);
         let mut containerd = Containerd {
             child: Some(child),
             dir,
             netns,
+            cgroup_root,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::os::unix::net::UnixStream::connect(containerd.socket()).is_err() {
@@ -128,7 +147,7 @@ state = "{state}"
     /// Its shims: containerd-shim processes started with its socket address.
     pub fn shim_pids(&self) -> Vec<u32> {
         let socket = self.socket().display().to_string();
-        super::processes_matching(|cmdline| {
+        processes_matching(|cmdline| {
             cmdline
                 .first()
                 .is_some_and(|c| c.contains("containerd-shim"))
@@ -138,12 +157,12 @@ state = "{state}"
 
     /// A runtime client.
     pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
-        RuntimeServiceClient::new(super::unix_channel(&self.socket()).await)
+        RuntimeServiceClient::new(unix_channel(&self.socket()).await)
     }
 
     /// An image client.
     pub async fn images(&self) -> ImageServiceClient<Channel> {
-        ImageServiceClient::new(super::unix_channel(&self.socket()).await)
+        ImageServiceClient::new(unix_channel(&self.socket()).await)
     }
 }
 
@@ -181,5 +200,96 @@ impl Drop for Containerd {
             );
         }
         unmount_under(self.dir.path());
+        crate::cri::remove_cgroups(&self.cgroup_root);
+    }
+}
+
+/// A whole test node on containerd: containerd in its own network namespace (CNI bridge; its
+/// streaming server on the namespace's link to the host, so the agent reaches it), a registry
+/// there with busybox and the pause image, and an agent registered with an API server.
+/// Dropping it stops the agent, then containerd and its shims.
+pub struct ContainerdNode {
+    agent: Option<crate::Process>,
+    /// The registry.
+    pub registry: crate::cri::Registry,
+    /// The runtime.
+    pub containerd: Containerd,
+    /// The node's name.
+    pub name: String,
+    /// The busybox image as pods name it.
+    pub image: String,
+    /// The kubelet API port (on 127.0.0.1).
+    pub port: u16,
+    kubeconfig: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl ContainerdNode {
+    /// Starts containerd, the registry and an agent registered with `api`.
+    pub fn start(api: &crate::ApiServer) -> ContainerdNode {
+        let netns = TestNetns::create();
+        let (_, stream_address) = netns.link_to_host();
+        let registry = crate::cri::Registry::start_in(Some(&netns.path()), None).expect("registry");
+        let layouts = crate::cri::layouts();
+        registry.push(&layouts, "busybox", "busybox:1");
+        registry.push(&layouts, "pause", "pause:3.10");
+        let pause = format!("{}/pause:3.10", registry.address);
+        let name = format!("ctrd-{}", &netns.name["cri-test-".len()..]);
+        let containerd =
+            Containerd::start_with_streaming(netns, &registry.address, &pause, &stream_address);
+        let dir = tempfile::Builder::new()
+            .prefix("agent-containerd")
+            .tempdir()
+            .expect("tempdir");
+        let mut node = ContainerdNode {
+            agent: None,
+            image: format!("{}/busybox:1", registry.address),
+            registry,
+            containerd,
+            name,
+            port: crate::free_port(),
+            kubeconfig: api.kubeconfig(),
+            dir,
+        };
+        node.start_agent();
+        node
+    }
+
+    /// Starts the agent (again).
+    pub fn start_agent(&mut self) {
+        let launch = crate::node::AgentLaunch {
+            kubeconfig: &self.kubeconfig,
+            name: &self.name,
+            socket: &self.containerd.socket(),
+            dir: self.dir.path(),
+            port: self.port,
+            cgroup_root: &self.containerd.cgroup_root,
+            pod_cidr: "10.88.0.0/16",
+        };
+        self.agent = Some(launch.spawn(&[]));
+    }
+
+    /// Stops the agent with SIGTERM.
+    pub fn stop_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            agent.terminate(Duration::from_secs(10));
+        }
+    }
+
+    /// The agent's log.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ContainerdNode {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.agent_log());
+            eprintln!("--- containerd log ---\n{}", self.containerd.log());
+        }
+        if let Some(mut agent) = self.agent.take() {
+            agent.kill9();
+        }
     }
 }
