@@ -14,9 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apimachinery::scheduling::{NodeInfo, select_node};
+use apimachinery::scheduling::{NamespaceLabels, NodeInfo, select_node};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -77,6 +77,8 @@ struct Scheduler {
     name: String,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    /// Namespaces, for the `namespaceSelector` of pod affinity terms.
+    namespaces: Store<Namespace>,
     /// Pods bound by this scheduler that the pod watch has not shown bound yet: key → node.
     assumed: HashMap<String, (Arc<Pod>, String)>,
 }
@@ -122,8 +124,22 @@ impl Scheduler {
             .collect()
     }
 
+    fn namespace_labels(&self) -> NamespaceLabels {
+        self.namespaces
+            .state()
+            .iter()
+            .map(|ns| {
+                (
+                    ns.metadata.name.clone().unwrap_or_default(),
+                    ns.metadata.labels.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
     /// Schedules every pending pod once.
     async fn pass(&mut self) {
+        let namespaces = self.namespace_labels();
         let mut pending: Vec<Arc<Pod>> = self
             .pods
             .state()
@@ -140,7 +156,7 @@ impl Scheduler {
         });
         for pod in pending {
             let nodes = self.snapshot();
-            let result = match select_node(&pod, &nodes) {
+            let result = match select_node(&pod, &nodes, &namespaces) {
                 Ok(node) => self.bind(&pod, &node).await.map(|()| {
                     self.assumed.insert(key(&pod), (pod.clone(), node));
                 }),
@@ -255,6 +271,7 @@ pub async fn run(
 ) {
     let (pods, pod_writer) = reflector::store();
     let (nodes, node_writer) = reflector::store();
+    let (namespaces, namespace_writer) = reflector::store();
     let wake = Arc::new(tokio::sync::Notify::new());
     let pod_stream = reflector::reflector(
         pod_writer,
@@ -264,9 +281,18 @@ pub async fn run(
         node_writer,
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
     );
+    let namespace_stream = reflector::reflector(
+        namespace_writer,
+        watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    );
     for stream in [
         pod_stream.map(|e| e.is_ok()).boxed(),
         node_stream.map(|e| e.is_ok()).boxed(),
+        namespace_stream.map(|e| e.is_ok()).boxed(),
     ] {
         let wake = wake.clone();
         tokio::spawn(async move {
@@ -281,6 +307,7 @@ pub async fn run(
         name: name.to_string(),
         pods,
         nodes,
+        namespaces,
         assumed: HashMap::new(),
     };
     tokio::select! {
@@ -288,6 +315,7 @@ pub async fn run(
         _ = shutdown.changed() => return,
     }
     let _ = scheduler.nodes.wait_until_ready().await;
+    let _ = scheduler.namespaces.wait_until_ready().await;
     tracing::info!(scheduler = name, "scheduler running");
     loop {
         scheduler.pass().await;
