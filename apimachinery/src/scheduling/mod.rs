@@ -509,10 +509,17 @@ fn filter_with(
     spread: &spread::SpreadFilter,
     interpod: &interpod::InterPodFilter,
 ) -> Vec<String> {
-    let mut reasons = filter(pod, info);
-    reasons.extend(spread.filter(info).map(str::to_string));
-    reasons.extend(interpod.filter(info).map(str::to_string));
-    reasons
+    // As upstream, a node that fails one plugin is not run through the later ones, which
+    // come in upstream's order: the node's own filters, PodTopologySpread, InterPodAffinity.
+    let reasons = filter(pod, info);
+    if !reasons.is_empty() {
+        return reasons;
+    }
+    spread
+        .filter(info)
+        .or_else(|| interpod.filter(info))
+        .map(|r| vec![r.to_string()])
+        .unwrap_or_default()
 }
 
 /// Scores a feasible node by what it alone decides, from 0 (worst) to 400: least
