@@ -463,3 +463,58 @@ fn pods_naming_no_class_get_the_global_default() {
         "standard 500"
     );
 }
+
+#[test]
+fn a_pod_that_fits_nowhere_preempts_lower_priority_pods() {
+    let server = ApiServer::start().unwrap();
+    server
+        .kubectl_stdin(&["apply", "-f", "-"], &node("solo", "1", ""))
+        .ok();
+    server
+        .kubectl(&["create", "priorityclass", "low", "--value=100"])
+        .ok();
+    server
+        .kubectl(&["create", "priorityclass", "high", "--value=1000"])
+        .ok();
+    let with_class =
+        |name: &str, class: &str| pod(name, "600m", &format!("  priorityClassName: {class}\n"));
+    server
+        .kubectl_stdin(&["create", "-f", "-"], &with_class("victim", "low"))
+        .ok();
+    wait_for("the victim to be bound", || {
+        node_of(&server, "victim") == "solo"
+    });
+    server
+        .kubectl_stdin(&["create", "-f", "-"], &with_class("humble", "low"))
+        .ok();
+    server
+        .kubectl_stdin(&["create", "-f", "-"], &with_class("important", "high"))
+        .ok();
+    wait_for("the important pod to be nominated for solo", || {
+        server.jsonpath(&["pod", "important"], "{.status.nominatedNodeName}") == "solo"
+    });
+    let uid = server.jsonpath(&["pod", "important"], "{.metadata.uid}");
+    let preempted = server
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=victim,reason=Preempted",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])
+        .ok()
+        .to_string();
+    assert_eq!(preempted, format!("Preempted by pod {uid} on node solo"));
+    // Without a kubelet the victim stays terminating; meanwhile nothing else is evicted.
+    let deleting = server.jsonpath(&["pod", "victim"], "{.metadata.deletionTimestamp}");
+    assert!(!deleting.is_empty(), "the victim is being deleted");
+    server
+        .kubectl(&["delete", "pod", "victim", "--grace-period=0", "--force"])
+        .success();
+    wait_for("the important pod to take the freed room", || {
+        node_of(&server, "important") == "solo"
+    });
+    // The equal-or-lower priority pod never preempts: it waits.
+    assert_eq!(node_of(&server, "humble"), "");
+}

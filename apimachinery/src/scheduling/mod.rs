@@ -12,6 +12,7 @@
 //! (with upstream's system default constraints) and inter-pod preferences.
 
 pub mod interpod;
+pub mod preemption;
 pub mod spread;
 
 use std::collections::{BTreeMap, HashMap};
