@@ -154,6 +154,53 @@ fn wants_node_ports(svc: &Value) -> bool {
     }
 }
 
+/// A PriorityClass's `value` and `preemptionPolicy`.
+fn priority_of(class: &Value) -> (i64, Option<String>) {
+    (
+        class["value"].as_i64().unwrap_or(0),
+        class["preemptionPolicy"].as_str().map(str::to_string),
+    )
+}
+
+/// Sets the pod's resolved priority, refusing a `spec.priority` the client gave that differs.
+fn set_priority(
+    pod: &mut Value,
+    name: &str,
+    value: i64,
+    policy: Option<String>,
+) -> Result<(), ApiError> {
+    if let Some(given) = pod["spec"]["priority"].as_i64()
+        && given != value
+    {
+        return Err(ApiError::forbidden(
+            "pods",
+            name,
+            format!(
+                "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+            ),
+        ));
+    }
+    pod["spec"]["priority"] = json!(value);
+    pod["spec"]["preemptionPolicy"] =
+        json!(policy.unwrap_or_else(|| "PreemptLowerPriority".into()));
+    Ok(())
+}
+
+/// The `globalDefault` PriorityClass; should a race have made several, the lowest value, as
+/// upstream.
+async fn default_priority_class(store: &dyn Store) -> Result<Option<Value>, ApiError> {
+    let prefix = apimachinery::resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+        .map(|r| r.storage_prefix())
+        .ok_or_else(|| ApiError::internal("no priorityclasses resource"))?;
+    let classes = list_all(store, &prefix).await.map_err(backend)?;
+    Ok(classes
+        .items
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+        .filter(|pc| pc["globalDefault"].as_bool() == Some(true))
+        .min_by_key(|pc| pc["value"].as_i64().unwrap_or(0)))
+}
+
 impl Admission {
     /// Refuses new objects in a namespace that does not exist or is being deleted.
     pub async fn check_namespace(
@@ -198,8 +245,8 @@ impl Admission {
     /// `spec.preemptionPolicy` come from the PriorityClass (the two built-in
     /// `system-node-critical` and `system-cluster-critical` need no object, as upstream
     /// creates them at start); an unknown class, or a `priority` that disagrees with it, is
-    /// refused with upstream's words. Pods naming no class keep priority 0 (a `globalDefault`
-    /// class is not applied yet).
+    /// refused with upstream's words. A pod naming no class gets the `globalDefault` class
+    /// (its name too), or priority 0 and `PreemptLowerPriority` when there is none.
     pub async fn resolve_priority(
         &self,
         store: &dyn Store,
@@ -211,7 +258,14 @@ impl Admission {
             .filter(|c| !c.is_empty())
             .map(str::to_string)
         else {
-            return Ok(());
+            let (value, policy) = match default_priority_class(store).await? {
+                Some(pc) => {
+                    pod["spec"]["priorityClassName"] = pc["metadata"]["name"].clone();
+                    priority_of(&pc)
+                }
+                None => (0, None),
+            };
+            return set_priority(pod, name, value, policy);
         };
         let (value, policy) = match class.as_str() {
             "system-node-critical" => (2_000_001_000, None),
@@ -229,24 +283,35 @@ impl Admission {
                     )
                 })?;
                 let pc: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
-                let value = pc["value"].as_i64().unwrap_or(0);
-                (value, pc["preemptionPolicy"].as_str().map(str::to_string))
+                priority_of(&pc)
             }
         };
-        if let Some(given) = pod["spec"]["priority"].as_i64()
-            && given != value
+        set_priority(pod, name, value, policy)
+    }
+
+    /// Priority admission for a PriorityClass being created or updated: only one class may
+    /// be the `globalDefault` (upstream's message names the one that already is).
+    pub async fn check_default_priority_class(
+        &self,
+        store: &dyn Store,
+        class: &Value,
+    ) -> Result<(), ApiError> {
+        if class["globalDefault"].as_bool() != Some(true) {
+            return Ok(());
+        }
+        let name = class["metadata"]["name"].as_str().unwrap_or("");
+        if let Some(current) = default_priority_class(store).await?
+            && let Some(current_name) = current["metadata"]["name"].as_str()
+            && current_name != name
         {
             return Err(ApiError::forbidden(
-                "pods",
+                "priorityclasses.scheduling.k8s.io",
                 name,
                 format!(
-                    "the integer value of priority ({given}) must not be provided in pod spec; priority admission controller computed {value} from the given PriorityClass name"
+                    "PriorityClass {current_name} is already marked as default. Only one default can exist"
                 ),
             ));
         }
-        pod["spec"]["priority"] = json!(value);
-        pod["spec"]["preemptionPolicy"] =
-            json!(policy.unwrap_or_else(|| "PreemptLowerPriority".into()));
         Ok(())
     }
 
@@ -614,7 +679,51 @@ mod tests {
         );
         let mut pod = json!({"spec": {}});
         adm.resolve_priority(&store, &mut pod, "p").await.unwrap();
-        assert!(pod["spec"]["priority"].is_null());
+        assert_eq!(pod["spec"]["priority"], 0, "no default class: priority 0");
+        assert_eq!(pod["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+        assert!(pod["spec"]["priorityClassName"].is_null());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_global_default_class_gives_unnamed_pods_its_priority_and_is_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let resource =
+            apimachinery::resources::find("scheduling.k8s.io", "v1", "priorityclasses").unwrap();
+        let adm = admission();
+        let standard = json!({"metadata": {"name": "standard"}, "value": 50, "globalDefault": true, "preemptionPolicy": "Never"});
+        adm.check_default_priority_class(&store, &standard)
+            .await
+            .unwrap();
+        store
+            .create(
+                &resource.storage_key(None, "standard"),
+                serde_json::to_vec(&standard).unwrap(),
+            )
+            .await
+            .unwrap();
+        let mut pod = json!({"spec": {}});
+        adm.resolve_priority(&store, &mut pod, "p").await.unwrap();
+        assert_eq!(pod["spec"]["priorityClassName"], "standard");
+        assert_eq!(pod["spec"]["priority"], 50);
+        assert_eq!(pod["spec"]["preemptionPolicy"], "Never");
+        // A second default is refused; updating the default itself, or a non-default, is not.
+        let second = json!({"metadata": {"name": "other"}, "value": 7, "globalDefault": true});
+        let e = adm
+            .check_default_priority_class(&store, &second)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "priorityclasses.scheduling.k8s.io \"other\" is forbidden: PriorityClass standard is already marked as default. Only one default can exist"
+        );
+        adm.check_default_priority_class(&store, &standard)
+            .await
+            .unwrap();
+        let plain = json!({"metadata": {"name": "other"}, "value": 7});
+        adm.check_default_priority_class(&store, &plain)
+            .await
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

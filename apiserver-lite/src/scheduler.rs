@@ -8,16 +8,19 @@
 //! the pods it bound until the watch shows them bound, so it never books one node's room
 //! twice. A pod that fits nowhere gets PodScheduled=False/Unschedulable with upstream's
 //! message and a FailedScheduling event (again only when the message changes); a bound one a
-//! Scheduled event.
+//! Scheduled event. A pod that fits nowhere and may preempt evicts the lower-priority pods
+//! [`apimachinery::scheduling::preemption`] picks (each gets a Preempted event) and is
+//! nominated for their node; it is bound there on a later pass, once they are gone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apimachinery::scheduling::{NodeInfo, select_node};
+use apimachinery::scheduling::preemption::{NodePods, Preemption, find_preemption, may_preempt};
+use apimachinery::scheduling::{NamespaceLabels, NodeInfo, select_node};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
@@ -77,13 +80,15 @@ struct Scheduler {
     name: String,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    /// Namespaces, for the `namespaceSelector` of pod affinity terms.
+    namespaces: Store<Namespace>,
     /// Pods bound by this scheduler that the pod watch has not shown bound yet: key → node.
     assumed: HashMap<String, (Arc<Pod>, String)>,
 }
 
 impl Scheduler {
-    /// The nodes with the pods on them, assumed bindings included.
-    fn snapshot(&mut self) -> Vec<NodeInfo> {
+    /// The nodes (by name) with the pods on them, assumed bindings included.
+    fn snapshot(&mut self) -> Vec<(Arc<Node>, Vec<Arc<Pod>>)> {
         let pods = self.pods.state();
         self.assumed.retain(|k, _| {
             pods.iter().any(|p| {
@@ -110,20 +115,35 @@ impl Scheduler {
         let mut nodes: Vec<Arc<Node>> = self.nodes.state();
         nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         nodes
-            .iter()
+            .into_iter()
             .map(|n| {
-                let name = n.metadata.name.clone().unwrap_or_default();
-                let pods: Vec<&Pod> = by_node
-                    .get(&name)
-                    .map(|v| v.iter().map(|p| p.as_ref()).collect())
+                let pods = n
+                    .metadata
+                    .name
+                    .as_ref()
+                    .and_then(|name| by_node.remove(name))
                     .unwrap_or_default();
-                NodeInfo::new((**n).clone(), &pods)
+                (n, pods)
+            })
+            .collect()
+    }
+
+    fn namespace_labels(&self) -> NamespaceLabels {
+        self.namespaces
+            .state()
+            .iter()
+            .map(|ns| {
+                (
+                    ns.metadata.name.clone().unwrap_or_default(),
+                    ns.metadata.labels.clone().unwrap_or_default(),
+                )
             })
             .collect()
     }
 
     /// Schedules every pending pod once.
     async fn pass(&mut self) {
+        let namespaces = self.namespace_labels();
         let mut pending: Vec<Arc<Pod>> = self
             .pods
             .state()
@@ -139,12 +159,34 @@ impl Scheduler {
             )
         });
         for pod in pending {
-            let nodes = self.snapshot();
-            let result = match select_node(&pod, &nodes) {
+            let cluster = self.snapshot();
+            let cluster: Vec<NodePods<'_>> = cluster
+                .iter()
+                .map(|(node, pods)| NodePods {
+                    node: (**node).clone(),
+                    pods: pods.iter().map(|p| p.as_ref()).collect(),
+                })
+                .collect();
+            let nodes: Vec<NodeInfo> = cluster
+                .iter()
+                .map(|n| NodeInfo::new(n.node.clone(), &n.pods))
+                .collect();
+            let result = match select_node(&pod, &nodes, &namespaces) {
                 Ok(node) => self.bind(&pod, &node).await.map(|()| {
                     self.assumed.insert(key(&pod), (pod.clone(), node));
                 }),
-                Err(message) => self.mark_unschedulable(&pod, &message).await,
+                Err(message) => {
+                    let preempted = if may_preempt(&pod, &cluster) {
+                        match find_preemption(&pod, &cluster, &namespaces) {
+                            Some(p) => self.preempt(&pod, &p).await,
+                            None => Ok(()),
+                        }
+                    } else {
+                        Ok(())
+                    };
+                    let marked = self.mark_unschedulable(&pod, &message).await;
+                    preempted.and(marked)
+                }
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "scheduling step failed; the pod is retried on the next change");
@@ -190,6 +232,63 @@ impl Scheduler {
             &format!("Successfully assigned {ns}/{name} to {node}"),
         )
         .await;
+        Ok(())
+    }
+
+    /// Evicts the victims (each gets a `Preempted` event) and nominates the node for the pod
+    /// in `status.nominatedNodeName`; the pod is bound on a later pass, once they are gone.
+    async fn preempt(&self, pod: &Pod, preemption: &Preemption<'_>) -> Result<(), SchedulerError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        for victim in &preemption.victims {
+            let api: Api<Pod> = Api::namespaced(
+                self.client.clone(),
+                victim.metadata.namespace.as_deref().unwrap_or(""),
+            );
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: victim.metadata.uid.clone(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api
+                .delete(victim.metadata.name.as_deref().unwrap_or(""), &params)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => continue,
+                Err(source) => {
+                    return Err(SchedulerError::Api {
+                        action: "preempting",
+                        pod: key(victim),
+                        source,
+                    });
+                }
+            }
+            tracing::info!(pod = %key(pod), victim = %key(victim), node = %preemption.node, "preempted");
+            self.event(
+                victim,
+                "Normal",
+                "Preempted",
+                &format!("Preempted by pod {uid} on node {}", preemption.node),
+            )
+            .await;
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or(""),
+        );
+        api.patch_status(
+            pod.metadata.name.as_deref().unwrap_or(""),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"nominatedNodeName": preemption.node}})),
+        )
+        .await
+        .map_err(|source| SchedulerError::Api {
+            action: "nominating a node for",
+            pod: key(pod),
+            source,
+        })?;
         Ok(())
     }
 
@@ -255,6 +354,7 @@ pub async fn run(
 ) {
     let (pods, pod_writer) = reflector::store();
     let (nodes, node_writer) = reflector::store();
+    let (namespaces, namespace_writer) = reflector::store();
     let wake = Arc::new(tokio::sync::Notify::new());
     let pod_stream = reflector::reflector(
         pod_writer,
@@ -264,9 +364,18 @@ pub async fn run(
         node_writer,
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
     );
+    let namespace_stream = reflector::reflector(
+        namespace_writer,
+        watcher(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    );
     for stream in [
         pod_stream.map(|e| e.is_ok()).boxed(),
         node_stream.map(|e| e.is_ok()).boxed(),
+        namespace_stream.map(|e| e.is_ok()).boxed(),
     ] {
         let wake = wake.clone();
         tokio::spawn(async move {
@@ -281,6 +390,7 @@ pub async fn run(
         name: name.to_string(),
         pods,
         nodes,
+        namespaces,
         assumed: HashMap::new(),
     };
     tokio::select! {
@@ -288,6 +398,7 @@ pub async fn run(
         _ = shutdown.changed() => return,
     }
     let _ = scheduler.nodes.wait_until_ready().await;
+    let _ = scheduler.namespaces.wait_until_ready().await;
     tracing::info!(scheduler = name, "scheduler running");
     loop {
         scheduler.pass().await;

@@ -462,6 +462,11 @@ async fn create(api: &Api, r: &ResourceRequest, req: &ApiRequest) -> Result<Repl
             .resolve_priority(api.store.as_ref(), &mut obj, &name)
             .await?;
     }
+    if r.resource.kind == "PriorityClass" {
+        api.admission
+            .check_default_priority_class(api.store.as_ref(), &obj)
+            .await?;
+    }
     default_and_validate(r, &mut obj, None)?;
     let mut allocated = None;
     if r.resource.kind == "Service" && r.resource.group.is_empty() && !dry_run {
@@ -682,6 +687,11 @@ async fn guarded_update(
                 warnings,
                 ..Reply::ok(body)
             });
+        }
+        if r.resource.kind == "PriorityClass" {
+            api.admission
+                .check_default_priority_class(api.store.as_ref(), &new)
+                .await?;
         }
         let mut allocated = None;
         if r.resource.kind == "Service" && r.resource.group.is_empty() && sub.is_none() && !dry_run

@@ -6,17 +6,26 @@
 //! Covered: NodeUnschedulable, NodeName, node readiness (as the not-ready taint the node
 //! lifecycle controller would set), NodeAffinity (nodeSelector and required terms, every
 //! operator), TaintToleration (NoSchedule, NoExecute; PreferNoSchedule scored), NodePorts,
-//! NodeResourcesFit (cpu, memory, ephemeral-storage, pod count); scores LeastAllocated,
-//! BalancedAllocation, preferred node affinity, PreferNoSchedule taints and spreading pods of
-//! one owner. Inter-pod affinity and topology spread constraints come with the scheduler loop.
+//! NodeResourcesFit (cpu, memory, ephemeral-storage, pod count), PodTopologySpread
+//! ([`spread`]) and InterPodAffinity ([`interpod`]); scores LeastAllocated,
+//! BalancedAllocation, preferred node affinity, PreferNoSchedule taints, topology spread
+//! (with upstream's system default constraints) and inter-pod preferences.
+
+pub mod interpod;
+pub mod preemption;
+pub mod spread;
 
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{
-    Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
+    Affinity, Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
+    TopologySpreadConstraint,
 };
 
 use crate::quantity::Quantity;
+
+/// Namespace name → its labels, for the `namespaceSelector` of pod affinity terms.
+pub type NamespaceLabels = HashMap<String, BTreeMap<String, String>>;
 
 /// Amounts of the resources the scheduler accounts for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,6 +123,42 @@ pub fn pod_requests(pod: &Pod) -> Resources {
         .add(Resources::from_map(spec.overhead.as_ref()))
 }
 
+/// What the inter-pod rules and topology spread need to know of a pod.
+#[derive(Debug, Clone)]
+pub struct PlacedPod {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its controller (`kind/uid`), if any.
+    pub owner: Option<String>,
+    /// Whether it is being deleted.
+    pub deleting: bool,
+    affinity: Option<Affinity>,
+    spread: Vec<TopologySpreadConstraint>,
+    terms: interpod::PodTerms,
+}
+
+impl PlacedPod {
+    /// The parts of `pod` the inter-pod rules and topology spread look at.
+    pub fn new(pod: &Pod) -> Self {
+        let spec = pod.spec.as_ref();
+        let mut placed = PlacedPod {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            owner: owner_key(pod),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            affinity: spec.and_then(|s| s.affinity.clone()),
+            spread: spec
+                .and_then(|s| s.topology_spread_constraints.clone())
+                .unwrap_or_default(),
+            terms: interpod::PodTerms::default(),
+        };
+        placed.terms = interpod::PodTerms::of(&placed);
+        placed
+    }
+}
+
 /// A node with what is already placed on it.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
@@ -125,8 +170,9 @@ pub struct NodeInfo {
     pub pods: usize,
     /// Host ports in use: (protocol, host IP, port).
     pub host_ports: Vec<(String, String, i32)>,
-    /// Owners (`kind/uid`) of the pods on it, with counts, for spreading.
-    pub owners: HashMap<String, usize>,
+    /// Its pods (not terminal), for inter-pod rules and topology spread.
+    pub placed: Vec<PlacedPod>,
+    labels: BTreeMap<String, String>,
 }
 
 /// Whether the pod has finished (Succeeded or Failed): it holds no resources and is not
@@ -171,11 +217,12 @@ impl NodeInfo {
     /// The node with the pods bound to it (terminal pods take nothing).
     pub fn new(node: Node, pods: &[&Pod]) -> Self {
         let mut info = NodeInfo {
+            labels: node.metadata.labels.clone().unwrap_or_default(),
             node,
             requested: Resources::default(),
             pods: 0,
             host_ports: Vec::new(),
-            owners: HashMap::new(),
+            placed: Vec::new(),
         };
         for pod in pods {
             if is_terminal(pod) {
@@ -184,11 +231,14 @@ impl NodeInfo {
             info.requested = info.requested.add(pod_requests(pod));
             info.pods += 1;
             info.host_ports.extend(host_ports(pod));
-            if let Some(owner) = owner_key(pod) {
-                *info.owners.entry(owner).or_default() += 1;
-            }
+            info.placed.push(PlacedPod::new(pod));
         }
         info
+    }
+
+    /// The node's labels.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
     }
 
     fn name(&self) -> &str {
@@ -341,7 +391,8 @@ pub mod reasons {
     pub const TOO_MANY_PODS: &str = "Too many pods";
 }
 
-/// Runs the filters; the reasons the pod does not fit the node, empty if it fits.
+/// Runs the filters that look at the node alone (everything but topology spread and
+/// inter-pod affinity); the reasons the pod does not fit the node, empty if it fits.
 pub fn filter(pod: &Pod, info: &NodeInfo) -> Vec<String> {
     let mut out = Vec::new();
     let spec = pod.spec.clone().unwrap_or_default();
@@ -439,8 +490,41 @@ fn fraction(used: i128, total: i128) -> f64 {
     }
 }
 
-/// Scores a feasible node from 0 (worst) to about 500: least allocated, balanced allocation,
-/// preferred node affinity, PreferNoSchedule taints and spreading of the pod's owner.
+/// Runs every filter, topology spread and inter-pod affinity included, against `info`, one
+/// of `nodes` (the whole cluster).
+pub fn filter_all(
+    pod: &Pod,
+    info: &NodeInfo,
+    nodes: &[NodeInfo],
+    namespaces: &NamespaceLabels,
+) -> Vec<String> {
+    let incoming = PlacedPod::new(pod);
+    let spread = spread::SpreadFilter::new(pod, &incoming, nodes);
+    let interpod = interpod::InterPodFilter::new(&incoming, nodes, namespaces);
+    filter_with(pod, info, &spread, &interpod)
+}
+
+fn filter_with(
+    pod: &Pod,
+    info: &NodeInfo,
+    spread: &spread::SpreadFilter,
+    interpod: &interpod::InterPodFilter,
+) -> Vec<String> {
+    // As upstream, a node that fails one plugin is not run through the later ones, which
+    // come in upstream's order: the node's own filters, PodTopologySpread, InterPodAffinity.
+    let reasons = filter(pod, info);
+    if !reasons.is_empty() {
+        return reasons;
+    }
+    spread
+        .filter(info)
+        .or_else(|| interpod.filter(info))
+        .map(|r| vec![r.to_string()])
+        .unwrap_or_default()
+}
+
+/// Scores a feasible node by what it alone decides, from 0 (worst) to 400: least
+/// allocated, balanced allocation, preferred node affinity and PreferNoSchedule taints.
 pub fn score(pod: &Pod, info: &NodeInfo) -> i64 {
     let (alloc, _) = info.allocatable();
     let req = pod_requests(pod);
@@ -477,25 +561,42 @@ pub fn score(pod: &Pod, info: &NodeInfo) -> i64 {
         .filter(|t| t.effect == "PreferNoSchedule" && !tolerates(&tolerations, t))
         .count() as i64;
     let taint_score = (100 - prefer_no * 50).max(0);
-    let same_owner = owner_key(pod)
-        .and_then(|o| info.owners.get(&o).copied())
-        .unwrap_or(0) as i64;
-    let spread = (100 - same_owner * 20).max(0);
-    least_allocated + balanced + preferred + taint_score + spread
+    least_allocated + balanced + preferred + taint_score
 }
 
+/// Weight of the PodTopologySpread and InterPodAffinity scores (upstream's default plugin
+/// weights give both 2).
+const CLUSTER_SCORE_WEIGHT: i64 = 2;
+
 /// Picks the node for a pod: the best-scoring feasible one (ties go to the first name in
-/// order, so the choice is reproducible), or the unschedulable message.
-pub fn select_node(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, String> {
-    let mut best: Option<(i64, &str)> = None;
+/// order, so the choice is reproducible), or the unschedulable message. `nodes` is the whole
+/// cluster; `namespaces` gives namespace labels for pod affinity `namespaceSelector`s.
+pub fn select_node(
+    pod: &Pod,
+    nodes: &[NodeInfo],
+    namespaces: &NamespaceLabels,
+) -> Result<String, String> {
+    let incoming = PlacedPod::new(pod);
+    let spread_filter = spread::SpreadFilter::new(pod, &incoming, nodes);
+    let interpod_filter = interpod::InterPodFilter::new(&incoming, nodes, namespaces);
+    let mut feasible = Vec::new();
     let mut failures = Vec::new();
     for info in nodes {
-        let reasons = filter(pod, info);
-        if !reasons.is_empty() {
+        let reasons = filter_with(pod, info, &spread_filter, &interpod_filter);
+        if reasons.is_empty() {
+            feasible.push(info);
+        } else {
             failures.push(reasons);
-            continue;
         }
-        let s = score(pod, info);
+    }
+    if feasible.is_empty() {
+        return Err(unschedulable_message(nodes.len(), &failures));
+    }
+    let spread_scores = spread::scores(pod, &incoming, &feasible, nodes);
+    let interpod_scores = interpod::scores(&incoming, &feasible, nodes, namespaces);
+    let mut best: Option<(i64, &str)> = None;
+    for ((info, spread), interpod) in feasible.iter().zip(spread_scores).zip(interpod_scores) {
+        let s = score(pod, info) + CLUSTER_SCORE_WEIGHT * (spread + interpod);
         if best.is_none_or(|(b, name)| s > b || (s == b && info.name() < name)) {
             best = Some((s, info.name()));
         }
@@ -505,11 +606,11 @@ pub fn select_node(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn node(name: &str, cpu: &str, mem: &str, extra: serde_json::Value) -> Node {
+    pub(crate) fn node(name: &str, cpu: &str, mem: &str, extra: serde_json::Value) -> Node {
         let mut n = json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
             "spec": {},
             "status": {"allocatable": {"cpu": cpu, "memory": mem, "pods": "110"}, "conditions": [{"type": "Ready", "status": "True"}]}});
@@ -517,7 +618,7 @@ mod tests {
         serde_json::from_value(n).unwrap()
     }
 
-    fn pod(extra: serde_json::Value) -> Pod {
+    pub(crate) fn pod(extra: serde_json::Value) -> Pod {
         let mut p = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}}]}});
         json_patch::merge(&mut p, &extra);
         serde_json::from_value(p).unwrap()
@@ -560,7 +661,7 @@ mod tests {
                 &[],
             ),
         ];
-        let msg = select_node(&pod(json!({})), &nodes).unwrap_err();
+        let msg = select_node(&pod(json!({})), &nodes, &NamespaceLabels::new()).unwrap_err();
         assert_eq!(
             msg,
             "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."
@@ -592,9 +693,12 @@ mod tests {
         let wants_ssd = pod(
             json!({"spec": {"nodeSelector": {"disk": "ssd"}, "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}}),
         );
-        assert_eq!(select_node(&wants_ssd, &nodes).unwrap(), "a");
+        assert_eq!(
+            select_node(&wants_ssd, &nodes, &NamespaceLabels::new()).unwrap(),
+            "a"
+        );
         let without_toleration = pod(json!({"spec": {"nodeSelector": {"disk": "ssd"}}}));
-        let msg = select_node(&without_toleration, &nodes).unwrap_err();
+        let msg = select_node(&without_toleration, &nodes, &NamespaceLabels::new()).unwrap_err();
         assert!(
             msg.contains("1 node(s) didn't match Pod's node affinity/selector")
                 && msg.contains("untolerated taint {dedicated: db}"),
@@ -603,11 +707,17 @@ mod tests {
         let not_in = pod(
             json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "NotIn", "values": ["ssd"]}]}]}}}}}),
         );
-        assert_eq!(select_node(&not_in, &nodes).unwrap(), "b");
+        assert_eq!(
+            select_node(&not_in, &nodes, &NamespaceLabels::new()).unwrap(),
+            "b"
+        );
         let by_name = pod(
             json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}}}}),
         );
-        assert_eq!(select_node(&by_name, &nodes).unwrap(), "b");
+        assert_eq!(
+            select_node(&by_name, &nodes, &NamespaceLabels::new()).unwrap(),
+            "b"
+        );
     }
 
     #[test]
@@ -645,7 +755,10 @@ mod tests {
             NodeInfo::new(node("busy", "4", "8Gi", json!({})), &[&heavy]),
             NodeInfo::new(node("idle", "4", "8Gi", json!({})), &[]),
         ];
-        assert_eq!(select_node(&pod(json!({})), &nodes).unwrap(), "idle");
+        assert_eq!(
+            select_node(&pod(json!({})), &nodes, &NamespaceLabels::new()).unwrap(),
+            "idle"
+        );
         let owned = pod(
             json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u1", "controller": true}]}}),
         );
@@ -653,7 +766,10 @@ mod tests {
             NodeInfo::new(node("x", "4", "8Gi", json!({})), &[&owned, &owned]),
             NodeInfo::new(node("y", "4", "8Gi", json!({})), &[]),
         ];
-        assert_eq!(select_node(&owned, &nodes).unwrap(), "y");
+        assert_eq!(
+            select_node(&owned, &nodes, &NamespaceLabels::new()).unwrap(),
+            "y"
+        );
         let prefers: Pod = pod(
             json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 80, "preference": {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["x"]}]}}]}}}}),
         );
@@ -661,7 +777,10 @@ mod tests {
             NodeInfo::new(node("x", "4", "8Gi", json!({})), &[]),
             NodeInfo::new(node("y", "4", "8Gi", json!({})), &[]),
         ];
-        assert_eq!(select_node(&prefers, &nodes).unwrap(), "x");
+        assert_eq!(
+            select_node(&prefers, &nodes, &NamespaceLabels::new()).unwrap(),
+            "x"
+        );
         let soft_taint = [
             NodeInfo::new(
                 node(
@@ -674,7 +793,10 @@ mod tests {
             ),
             NodeInfo::new(node("y", "4", "8Gi", json!({})), &[]),
         ];
-        assert_eq!(select_node(&pod(json!({})), &soft_taint).unwrap(), "y");
+        assert_eq!(
+            select_node(&pod(json!({})), &soft_taint, &NamespaceLabels::new()).unwrap(),
+            "y"
+        );
     }
 
     #[test]
