@@ -2,6 +2,7 @@
 //! a CRI runtime, the runtime client, and the kubelet API (logs, exec, attach, port-forward).
 
 pub mod logrotate;
+pub mod metrics;
 pub mod node;
 pub mod pod;
 pub mod runtime;

@@ -197,7 +197,9 @@ async fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("create {}", args.root_dir.display()))?;
-    let runtime: Arc<dyn ContainerRuntime> = Arc::new(CriClient::new(&args.runtime_endpoint)?);
+    let cri_client = CriClient::new(&args.runtime_endpoint)?;
+    let runtime_metrics = cri_client.metrics();
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(cri_client);
     let runtime_name = match runtime.version().await {
         Ok(v) => v.runtime_name,
         Err(e) => {
@@ -274,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
         pod_log_dir: args.pod_log_dir.clone(),
         anonymous_auth: args.anonymous_auth,
         host: Arc::new(agent::server::stats::ProcHost::new(args.root_dir.clone())),
+        runtime_metrics,
     });
     let server_task = tokio::spawn(server::serve(
         listener,

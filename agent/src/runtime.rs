@@ -3,6 +3,7 @@
 //! CRI runtime). Pod workers are tested against fakes of the trait.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,6 +11,8 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
+
+use crate::metrics::RuntimeMetrics;
 
 /// Why a runtime call failed.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +124,7 @@ pub trait ContainerRuntime: Send + Sync {
 pub struct CriClient {
     endpoint: PathBuf,
     channel: Channel,
+    metrics: Arc<RuntimeMetrics>,
 }
 
 impl CriClient {
@@ -141,7 +145,26 @@ impl CriClient {
         Ok(CriClient {
             endpoint: path,
             channel,
+            metrics: Arc::new(RuntimeMetrics::default()),
         })
+    }
+
+    /// The counts and durations of this client's calls.
+    pub fn metrics(&self) -> Arc<RuntimeMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Makes one CRI call named `name`, counting and timing it.
+    async fn call<T>(
+        &self,
+        name: &'static str,
+        request: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<tonic::Response<T>, RuntimeError> {
+        let started = std::time::Instant::now();
+        let result = request.await;
+        self.metrics
+            .record(name, started.elapsed(), result.is_err());
+        result.map_err(self.error(name))
     }
 
     /// The socket path.
@@ -181,19 +204,18 @@ impl ContainerRuntime for CriClient {
             version: "v1".into(),
         };
         Ok(self
-            .runtime()
-            .version(request)
-            .await
-            .map_err(self.error("Version"))?
+            .call("Version", self.runtime().version(request))
+            .await?
             .into_inner())
     }
 
     async fn status(&self) -> Result<Vec<cri::RuntimeCondition>, RuntimeError> {
         let reply = self
-            .runtime()
-            .status(cri::StatusRequest { verbose: false })
-            .await
-            .map_err(self.error("Status"))?;
+            .call(
+                "Status",
+                self.runtime().status(cri::StatusRequest { verbose: false }),
+            )
+            .await?;
         Ok(reply
             .into_inner()
             .status
@@ -209,10 +231,11 @@ impl ContainerRuntime for CriClient {
                 }),
             }),
         };
-        self.runtime()
-            .update_runtime_config(request)
-            .await
-            .map_err(self.error("UpdateRuntimeConfig"))?;
+        self.call(
+            "UpdateRuntimeConfig",
+            self.runtime().update_runtime_config(request),
+        )
+        .await?;
         Ok(())
     }
 
@@ -222,10 +245,8 @@ impl ContainerRuntime for CriClient {
             runtime_handler: String::new(),
         };
         let reply = self
-            .runtime()
-            .run_pod_sandbox(request)
-            .await
-            .map_err(self.error("RunPodSandbox"))?;
+            .call("RunPodSandbox", self.runtime().run_pod_sandbox(request))
+            .await?;
         Ok(reply.into_inner().pod_sandbox_id)
     }
 
@@ -233,10 +254,8 @@ impl ContainerRuntime for CriClient {
         let request = cri::StopPodSandboxRequest {
             pod_sandbox_id: id.into(),
         };
-        self.runtime()
-            .stop_pod_sandbox(request)
-            .await
-            .map_err(self.error("StopPodSandbox"))?;
+        self.call("StopPodSandbox", self.runtime().stop_pod_sandbox(request))
+            .await?;
         Ok(())
     }
 
@@ -244,19 +263,22 @@ impl ContainerRuntime for CriClient {
         let request = cri::RemovePodSandboxRequest {
             pod_sandbox_id: id.into(),
         };
-        self.runtime()
-            .remove_pod_sandbox(request)
-            .await
-            .map_err(self.error("RemovePodSandbox"))?;
+        self.call(
+            "RemovePodSandbox",
+            self.runtime().remove_pod_sandbox(request),
+        )
+        .await?;
         Ok(())
     }
 
     async fn list_sandboxes(&self) -> Result<Vec<cri::PodSandbox>, RuntimeError> {
         let reply = self
-            .runtime()
-            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-            .await
-            .map_err(self.error("ListPodSandbox"))?;
+            .call(
+                "ListPodSandbox",
+                self.runtime()
+                    .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }),
+            )
+            .await?;
         Ok(reply.into_inner().items)
     }
 
@@ -266,10 +288,11 @@ impl ContainerRuntime for CriClient {
             verbose: false,
         };
         let reply = self
-            .runtime()
-            .pod_sandbox_status(request)
-            .await
-            .map_err(self.error("PodSandboxStatus"))?;
+            .call(
+                "PodSandboxStatus",
+                self.runtime().pod_sandbox_status(request),
+            )
+            .await?;
         reply.into_inner().status.ok_or_else(|| RuntimeError::Call {
             call: "PodSandboxStatus",
             status: Box::new(tonic::Status::internal("the runtime returned no status")),
@@ -288,10 +311,8 @@ impl ContainerRuntime for CriClient {
             sandbox_config: Some(sandbox_config.clone()),
         };
         let reply = self
-            .runtime()
-            .create_container(request)
-            .await
-            .map_err(self.error("CreateContainer"))?;
+            .call("CreateContainer", self.runtime().create_container(request))
+            .await?;
         Ok(reply.into_inner().container_id)
     }
 
@@ -299,10 +320,8 @@ impl ContainerRuntime for CriClient {
         let request = cri::StartContainerRequest {
             container_id: id.into(),
         };
-        self.runtime()
-            .start_container(request)
-            .await
-            .map_err(self.error("StartContainer"))?;
+        self.call("StartContainer", self.runtime().start_container(request))
+            .await?;
         Ok(())
     }
 
@@ -311,10 +330,8 @@ impl ContainerRuntime for CriClient {
             container_id: id.into(),
             timeout: timeout_seconds,
         };
-        self.runtime()
-            .stop_container(request)
-            .await
-            .map_err(self.error("StopContainer"))?;
+        self.call("StopContainer", self.runtime().stop_container(request))
+            .await?;
         Ok(())
     }
 
@@ -322,19 +339,19 @@ impl ContainerRuntime for CriClient {
         let request = cri::RemoveContainerRequest {
             container_id: id.into(),
         };
-        self.runtime()
-            .remove_container(request)
-            .await
-            .map_err(self.error("RemoveContainer"))?;
+        self.call("RemoveContainer", self.runtime().remove_container(request))
+            .await?;
         Ok(())
     }
 
     async fn list_containers(&self) -> Result<Vec<cri::Container>, RuntimeError> {
         let reply = self
-            .runtime()
-            .list_containers(cri::ListContainersRequest { filter: None })
-            .await
-            .map_err(self.error("ListContainers"))?;
+            .call(
+                "ListContainers",
+                self.runtime()
+                    .list_containers(cri::ListContainersRequest { filter: None }),
+            )
+            .await?;
         Ok(reply.into_inner().containers)
     }
 
@@ -344,10 +361,8 @@ impl ContainerRuntime for CriClient {
             verbose: false,
         };
         let reply = self
-            .runtime()
-            .container_status(request)
-            .await
-            .map_err(self.error("ContainerStatus"))?;
+            .call("ContainerStatus", self.runtime().container_status(request))
+            .await?;
         reply.into_inner().status.ok_or_else(|| RuntimeError::Call {
             call: "ContainerStatus",
             status: Box::new(tonic::Status::internal("the runtime returned no status")),
@@ -366,10 +381,8 @@ impl ContainerRuntime for CriClient {
             timeout: timeout.as_secs().max(1) as i64,
         };
         Ok(self
-            .runtime()
-            .exec_sync(request)
-            .await
-            .map_err(self.error("ExecSync"))?
+            .call("ExecSync", self.runtime().exec_sync(request))
+            .await?
             .into_inner())
     }
 
@@ -387,10 +400,8 @@ impl ContainerRuntime for CriClient {
             sandbox_config: None,
         };
         Ok(self
-            .images()
-            .pull_image(request)
-            .await
-            .map_err(self.error("PullImage"))?
+            .call("PullImage", self.images().pull_image(request))
+            .await?
             .into_inner()
             .image_ref)
     }
@@ -404,70 +415,67 @@ impl ContainerRuntime for CriClient {
             verbose: false,
         };
         Ok(self
-            .images()
-            .image_status(request)
-            .await
-            .map_err(self.error("ImageStatus"))?
+            .call("ImageStatus", self.images().image_status(request))
+            .await?
             .into_inner()
             .image)
     }
 
     async fn exec(&self, request: cri::ExecRequest) -> Result<String, RuntimeError> {
         Ok(self
-            .runtime()
-            .exec(request)
-            .await
-            .map_err(self.error("Exec"))?
+            .call("Exec", self.runtime().exec(request))
+            .await?
             .into_inner()
             .url)
     }
 
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<cri::PodSandboxStats>, RuntimeError> {
         Ok(self
-            .runtime()
-            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None })
-            .await
-            .map_err(self.error("ListPodSandboxStats"))?
+            .call(
+                "ListPodSandboxStats",
+                self.runtime()
+                    .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: None }),
+            )
+            .await?
             .into_inner()
             .stats)
     }
 
     async fn image_fs_info(&self) -> Result<Vec<cri::FilesystemUsage>, RuntimeError> {
         Ok(self
-            .images()
-            .image_fs_info(cri::ImageFsInfoRequest {})
-            .await
-            .map_err(self.error("ImageFsInfo"))?
+            .call(
+                "ImageFsInfo",
+                self.images().image_fs_info(cri::ImageFsInfoRequest {}),
+            )
+            .await?
             .into_inner()
             .image_filesystems)
     }
 
     async fn reopen_container_log(&self, id: &str) -> Result<(), RuntimeError> {
-        self.runtime()
-            .reopen_container_log(cri::ReopenContainerLogRequest {
-                container_id: id.to_string(),
-            })
-            .await
-            .map_err(self.error("ReopenContainerLog"))?;
+        self.call(
+            "ReopenContainerLog",
+            self.runtime()
+                .reopen_container_log(cri::ReopenContainerLogRequest {
+                    container_id: id.to_string(),
+                }),
+        )
+        .await?;
         Ok(())
     }
 
     async fn attach(&self, request: cri::AttachRequest) -> Result<String, RuntimeError> {
         Ok(self
-            .runtime()
-            .attach(request)
-            .await
-            .map_err(self.error("Attach"))?
+            .call("Attach", self.runtime().attach(request))
+            .await?
             .into_inner()
             .url)
     }
 
     async fn port_forward(&self, request: cri::PortForwardRequest) -> Result<String, RuntimeError> {
         Ok(self
-            .runtime()
-            .port_forward(request)
-            .await
-            .map_err(self.error("PortForward"))?
+            .call("PortForward", self.runtime().port_forward(request))
+            .await?
             .into_inner()
             .url)
     }

@@ -1,5 +1,6 @@
-//! The kubelet's resource statistics through the API server: `kubectl get --raw
-//! /api/v1/nodes/<node>/proxy/stats/summary` and `.../metrics/resource` on a real node
+//! The kubelet's statistics through the API server: `kubectl get --raw
+//! /api/v1/nodes/<node>/proxy/stats/summary`, `.../metrics/resource` and `.../metrics` on a
+//! real node
 //! (apiserver-lite, our `cri` with runc, the agent), numbers read from the pod's cgroup.
 
 use std::time::Duration;
@@ -101,6 +102,27 @@ spec:
         assert!(
             metrics.lines().any(|l| l.starts_with(prefix)),
             "no {prefix:?} in\n{metrics}"
+        );
+    }
+
+    // The agent's own metrics: pods, containers and the CRI calls it made.
+    let own = api.kubectl(&["get", "--raw", &format!("{base}/metrics")]);
+    let own = own.ok();
+    for line in [
+        format!("kubelet_node_name{{node=\"{}\"}} 1", node.name),
+        "kubelet_running_pods 1".to_string(),
+        "kubelet_running_containers{container_state=\"running\"} 1".to_string(),
+    ] {
+        assert!(own.lines().any(|l| l == line), "no {line:?} in\n{own}");
+    }
+    for prefix in [
+        "kubelet_runtime_operations_total{operation_type=\"run_podsandbox\"} ",
+        "kubelet_runtime_operations_duration_seconds_count{operation_type=\"list_podsandbox_stats\"} ",
+        "process_resident_memory_bytes ",
+    ] {
+        assert!(
+            own.lines().any(|l| l.starts_with(prefix)),
+            "no {prefix:?} in\n{own}"
         );
     }
 

@@ -11,7 +11,7 @@
 //! `/portForward/{ns}/{pod}`, which ask the runtime for a streaming URL and hand the
 //! client's upgrade request to it through [`upgrade_proxy::forward`]; `/run/{ns}/{pod}/
 //! {container}?cmd=...` runs a command and answers with its output; `/stats/summary` and
-//! `/metrics/resource` (see [`stats`]).
+//! `/metrics/resource` (see [`stats`]); `/metrics` (see [`crate::metrics`]).
 
 pub mod logs;
 pub mod stats;
@@ -53,6 +53,8 @@ pub struct Kubelet {
     pub anonymous_auth: bool,
     /// The node's own numbers for `/stats/summary`.
     pub host: Arc<dyn stats::HostStats>,
+    /// Counts of the CRI calls, for `/metrics`.
+    pub runtime_metrics: Arc<crate::metrics::RuntimeMetrics>,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -111,6 +113,16 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// A Prometheus text answer.
+fn prometheus(body: String) -> Response<Body> {
+    let mut resp = text(StatusCode::OK, body);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     resp
 }
@@ -275,14 +287,12 @@ impl Kubelet {
                 let summary = stats::summary(&self.summary_input().await?);
                 json(serde_json::to_vec(&summary).map_err(HttpError::internal)?)
             }
+            ["metrics"] if get => Ok(prometheus(crate::metrics::render(
+                &self.metrics_input().await?,
+            ))),
             ["metrics", "resource"] if get => {
                 let summary = stats::summary(&self.summary_input().await?);
-                let mut resp = text(StatusCode::OK, stats::resource_metrics(&summary));
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                Ok(resp)
+                Ok(prometheus(stats::resource_metrics(&summary)))
             }
             ["containerLogs", ns, pod, container] if get => {
                 let query = query_pairs(req.uri().query());
@@ -321,6 +331,35 @@ impl Kubelet {
             "items": list.items,
         });
         json(serde_json::to_vec(&body).map_err(HttpError::internal)?)
+    }
+
+    /// What `/metrics` shows: pods and containers from the runtime, its call counts and the
+    /// process's numbers.
+    async fn metrics_input(&self) -> Result<crate::metrics::MetricsInput, HttpError> {
+        let running_pods = self
+            .runtime
+            .list_sandboxes()
+            .await?
+            .iter()
+            .filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
+            .count() as u64;
+        let mut containers_by_state = std::collections::BTreeMap::new();
+        for container in self.runtime.list_containers().await? {
+            let state = match cri::ContainerState::try_from(container.state) {
+                Ok(cri::ContainerState::ContainerRunning) => "running",
+                Ok(cri::ContainerState::ContainerExited) => "exited",
+                Ok(cri::ContainerState::ContainerCreated) => "created",
+                _ => "unknown",
+            };
+            *containers_by_state.entry(state.to_string()).or_insert(0) += 1;
+        }
+        Ok(crate::metrics::MetricsInput {
+            node_name: self.node_name.clone(),
+            running_pods,
+            containers_by_state,
+            operations: self.runtime_metrics.snapshot(),
+            process: crate::metrics::process_numbers(),
+        })
     }
 
     /// What `/stats/summary` is made of: the runtime's pod and image filesystem stats, start
