@@ -1,7 +1,8 @@
 //! Jobs end to end on a real node: apiserver-lite with its scheduler and Job controller, our
 //! `cri` running busybox through runc, and the `agent`. Jobs created with real `kubectl` run
 //! to completion (NonIndexed, Indexed with `JOB_COMPLETION_INDEX`), fail on their backoff
-//! limit or deadline, wait while suspended, and go away after their TTL.
+//! limit or deadline, wait while suspended, and go away after their TTL; a podFailurePolicy
+//! fails a job at once on a fatal exit code or ignores an expected one.
 
 use std::time::Duration;
 
@@ -338,4 +339,71 @@ spec:
         events.contains("SuccessfulCreate") && events.contains("SawCompletedJob"),
         "{events}"
     );
+}
+
+#[test]
+fn pod_failure_policy_fails_at_once_or_ignores_failures() {
+    let api = ApiServer::start().expect("apiserver-lite");
+    let node = TestNode::start(&api);
+    let image = node.image.clone();
+    node.wait_ready(&api);
+
+    // Exit code 42 is fatal: the job fails with the first pod, whatever the backoff limit.
+    api.apply(&job(
+        "fatal",
+        &image,
+        "  backoffLimit: 6
+  podFailurePolicy:
+    rules:
+    - action: FailJob
+      onExitCodes: {containerName: main, operator: In, values: [42]}",
+        "exit 42",
+    ));
+    // Exit code 3 is ignored: with backoffLimit 0 the job keeps replacing its pod.
+    api.apply(&job(
+        "ignoring",
+        &image,
+        "  backoffLimit: 0
+  podFailurePolicy:
+    rules:
+    - action: Ignore
+      onExitCodes: {operator: In, values: [3]}",
+        "sleep 1; exit 3",
+    ));
+
+    wait_until("fatal Failed", Duration::from_secs(60), || {
+        condition(&api, "fatal", "Failed", "status") == "True"
+    });
+    assert_eq!(
+        condition(&api, "fatal", "Failed", "reason"),
+        "PodFailurePolicy"
+    );
+    let message = condition(&api, "fatal", "Failed", "message");
+    assert!(
+        message.starts_with("Container main for pod default/fatal-")
+            && message.ends_with("failed with exit code 42 matching FailJob rule at index 0"),
+        "{message}"
+    );
+    let fatal_pods = api.kubectl(&["get", "pods", "-l", "job-name=fatal", "-o", "name"]);
+    assert_eq!(fatal_pods.ok().lines().count(), 1, "{}", fatal_pods.ok());
+
+    wait_until(
+        "the ignoring job's third pod",
+        Duration::from_secs(90),
+        || {
+            api.kubectl(&["get", "pods", "-l", "job-name=ignoring", "-o", "name"])
+                .ok()
+                .lines()
+                .count()
+                >= 3
+        },
+    );
+    let failed = api.jsonpath(&["job", "ignoring"], "{.status.failed}");
+    assert!(
+        matches!(failed.as_str(), "" | "0"),
+        "ignored failures are not counted: {failed}"
+    );
+    assert_eq!(condition(&api, "ignoring", "Failed", "status"), "");
+    api.kubectl(&["delete", "job", "fatal", "ignoring", "--wait=false"])
+        .ok();
 }

@@ -90,21 +90,38 @@ pub(crate) struct Accounting {
     pub(crate) uncounted_failed: BTreeSet<String>,
     /// Names of the pods whose tracking finalizer can be removed (once the above is stored).
     pub(crate) release: Vec<String>,
+    /// The message of the first `FailJob` rule a newly failed pod matched.
+    pub(crate) fail_job: Option<String>,
 }
 
-/// Works out [`Accounting`] from the stored status and the job's pods.
-pub(crate) fn account(status: &JobStatus, pods: &[Pod], job_stopping: bool) -> Accounting {
+/// Works out [`Accounting`] from the stored status and the job's pods. Failed pods are
+/// judged by the job's `podFailurePolicy`: an ignored one is released without being
+/// counted, and the first `FailJob` match is returned in `fail_job`.
+pub(crate) fn account(
+    spec: &JobSpec,
+    status: &JobStatus,
+    pods: &[Pod],
+    job_stopping: bool,
+) -> Accounting {
     let stored = status.uncounted_terminated_pods.clone().unwrap_or_default();
     let mut acc = Accounting {
         uncounted_succeeded: stored.succeeded.unwrap_or_default().into_iter().collect(),
         uncounted_failed: stored.failed.unwrap_or_default().into_iter().collect(),
         release: Vec::new(),
+        fail_job: None,
     };
     for pod in pods.iter().filter(|p| has_tracking_finalizer(p)) {
         let set = match outcome(pod, job_stopping) {
             Outcome::Active => continue,
             Outcome::Succeeded => Some(&mut acc.uncounted_succeeded),
-            Outcome::Failed => Some(&mut acc.uncounted_failed),
+            Outcome::Failed => match match_failure_policy(spec, pod) {
+                Some(PolicyAction::Ignore) => None,
+                Some(PolicyAction::FailJob(message)) => {
+                    acc.fail_job.get_or_insert(message);
+                    Some(&mut acc.uncounted_failed)
+                }
+                Some(PolicyAction::Count) | None => Some(&mut acc.uncounted_failed),
+            },
             Outcome::Removed => None,
         };
         if let Some(set) = set {
@@ -193,28 +210,114 @@ fn range(a: i32, b: i32) -> String {
 }
 
 /// Why a job failed, as upstream words it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Failure {
     /// More failed pods than `backoffLimit`.
     BackoffLimitExceeded,
     /// Active longer than `activeDeadlineSeconds`.
     DeadlineExceeded,
+    /// A failed pod matched a `FailJob` rule of `podFailurePolicy` (the message says which).
+    PodFailurePolicy(String),
 }
 
 impl Failure {
-    fn reason(self) -> &'static str {
+    fn reason(&self) -> &'static str {
         match self {
             Failure::BackoffLimitExceeded => "BackoffLimitExceeded",
             Failure::DeadlineExceeded => "DeadlineExceeded",
+            Failure::PodFailurePolicy(_) => "PodFailurePolicy",
         }
     }
 
-    fn message(self) -> &'static str {
+    fn message(&self) -> &str {
         match self {
             Failure::BackoffLimitExceeded => "Job has reached the specified backoff limit",
             Failure::DeadlineExceeded => "Job was active longer than specified deadline",
+            Failure::PodFailurePolicy(message) => message,
         }
     }
+}
+
+/// What a `podFailurePolicy` rule does with a failed pod it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PolicyAction {
+    /// Fail the job at once, with this message.
+    FailJob(String),
+    /// Do not count the failure against `backoffLimit`.
+    Ignore,
+    /// Count it, as without a policy.
+    Count,
+}
+
+/// The first rule of the job's `podFailurePolicy` a failed pod matches, as upstream evaluates
+/// them: `onExitCodes` against the terminated containers (init containers, then the others;
+/// `In` the listed codes, `NotIn` any other non-zero code; `containerName` narrows), or
+/// `onPodConditions` against the pod's conditions (status `True` by default). `None` when no
+/// rule matches (the failure counts) or the job has no policy.
+pub(crate) fn match_failure_policy(spec: &JobSpec, pod: &Pod) -> Option<PolicyAction> {
+    let rules = &spec.pod_failure_policy.as_ref()?.rules;
+    let status = pod.status.as_ref();
+    let ns = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let terminated: Vec<(&str, i32)> = status
+        .into_iter()
+        .flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        })
+        .filter_map(|c| {
+            let t = c.state.as_ref()?.terminated.as_ref()?;
+            Some((c.name.as_str(), t.exit_code))
+        })
+        .collect();
+    let conditions: Vec<(&str, &str)> = status
+        .into_iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .map(|c| (c.type_.as_str(), c.status.as_str()))
+        .collect();
+    for (index, rule) in rules.iter().enumerate() {
+        let what = if let Some(codes) = &rule.on_exit_codes {
+            terminated.iter().find_map(|(container, code)| {
+                let named = codes.container_name.as_deref().is_none_or(|n| n == *container);
+                let matches = match codes.operator.as_str() {
+                    "In" => codes.values.contains(code),
+                    "NotIn" => *code != 0 && !codes.values.contains(code),
+                    _ => false,
+                };
+                (named && matches).then(|| {
+                    format!(
+                        "Container {container} for pod {ns}/{name} failed with exit code {code} matching {} rule at index {index}",
+                        rule.action
+                    )
+                })
+            })
+        } else {
+            rule.on_pod_conditions.iter().flatten().find_map(|pattern| {
+                let wanted = pattern.status.as_str();
+                conditions
+                    .iter()
+                    .any(|(kind, truth)| *kind == pattern.type_ && *truth == wanted)
+                    .then(|| {
+                        format!(
+                            "Pod {ns}/{name} has condition {} matching {} rule at index {index}",
+                            pattern.type_, rule.action
+                        )
+                    })
+            })
+        };
+        if let Some(message) = what {
+            return Some(match rule.action.as_str() {
+                "FailJob" => PolicyAction::FailJob(message),
+                "Ignore" => PolicyAction::Ignore,
+                // FailIndex needs backoffLimitPerIndex, which this controller does not
+                // implement; it counts like Count.
+                _ => PolicyAction::Count,
+            });
+        }
+    }
+    None
 }
 
 /// What the job looks like after accounting, for [`decide`].
@@ -295,7 +398,7 @@ pub(crate) fn decide(view: &View<'_>) -> Decision {
         }
         _ => None,
     };
-    let failure = view.failing.or_else(|| {
+    let failure = view.failing.clone().or_else(|| {
         if view.failed > spec.backoff_limit.unwrap_or(6) {
             Some(Failure::BackoffLimitExceeded)
         } else if spec.active_deadline_seconds.is_some()
@@ -468,6 +571,9 @@ fn failing(status: &JobStatus) -> Option<Failure> {
         .find(|c| c.type_ == "FailureTarget" && c.status == "True")?;
     Some(match c.reason.as_deref() {
         Some("DeadlineExceeded") => Failure::DeadlineExceeded,
+        Some("PodFailurePolicy") => {
+            Failure::PodFailurePolicy(c.message.clone().unwrap_or_default())
+        }
         _ => Failure::BackoffLimitExceeded,
     })
 }
@@ -671,7 +777,7 @@ async fn reconcile(cached: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contro
 
     // Count finished pods exactly once: record, release, fold.
     let stopping = finished || suspended;
-    let acc = account(&status, &pods, stopping);
+    let acc = account(&spec, &status, &pods, stopping);
     let stored = status.uncounted_terminated_pods.clone().unwrap_or_default();
     let stored_s: BTreeSet<String> = stored.succeeded.unwrap_or_default().into_iter().collect();
     let stored_f: BTreeSet<String> = stored.failed.unwrap_or_default().into_iter().collect();
@@ -776,7 +882,8 @@ async fn reconcile(cached: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contro
             active: active.clone(),
             started: Some(start_time),
             last_failure,
-            failing: failing(&status),
+            failing: failing(&status)
+                .or_else(|| acc.fail_job.clone().map(Failure::PodFailurePolicy)),
             now,
         };
         let decision = decide(&view);
@@ -792,7 +899,7 @@ async fn reconcile(cached: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Contro
         }
         // Pods deleted now are still running: the terminal condition waits for them.
         let still_running = terminating + decision.delete.len();
-        if let Some(failure) = decision.failure {
+        if let Some(failure) = &decision.failure {
             let (reason, message) = (failure.reason(), failure.message());
             conditions.push(condition(&status, "FailureTarget", "True", reason, message));
             if still_running == 0 {
@@ -950,7 +1057,9 @@ pub async fn run(client: kube::Client, shutdown: tokio::sync::watch::Receiver<bo
 mod tests {
     use super::*;
     use k8s_openapi::api::batch::v1::UncountedTerminatedPods;
-    use k8s_openapi::api::core::v1::PodStatus;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, PodCondition, PodStatus,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn pod(name: &str, phase: &str, index: Option<i32>) -> Pod {
@@ -996,6 +1105,123 @@ mod tests {
         }
     }
 
+    /// A failed pod whose container `main` exited with `code`, with a DisruptionTarget
+    /// condition when `disrupted`.
+    fn failed_with(name: &str, code: i32, disrupted: bool) -> Pod {
+        let mut p = pod(name, "Failed", None);
+        p.metadata.namespace = Some("ns".into());
+        let status = p.status.as_mut().unwrap();
+        status.container_statuses = Some(vec![ContainerStatus {
+            name: "main".into(),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: code,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        if disrupted {
+            status.conditions = Some(vec![PodCondition {
+                type_: "DisruptionTarget".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]);
+        }
+        p
+    }
+
+    fn with_policy(rules: serde_json::Value) -> JobSpec {
+        let mut spec = spec(Some(3), 1);
+        spec.pod_failure_policy = Some(serde_json::from_value(json!({"rules": rules})).unwrap());
+        spec
+    }
+
+    #[test]
+    fn pod_failure_policy_rules_match_in_order_as_upstream() {
+        let spec = with_policy(json!([
+            {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [1]}},
+        ]));
+        assert_eq!(
+            match_failure_policy(&spec, &failed_with("p", 42, true)),
+            Some(PolicyAction::FailJob(
+                "Container main for pod ns/p failed with exit code 42 matching FailJob rule at index 0".into()
+            ))
+        );
+        assert_eq!(
+            match_failure_policy(&spec, &failed_with("p", 1, true)),
+            Some(PolicyAction::Ignore)
+        );
+        assert_eq!(
+            match_failure_policy(&spec, &failed_with("p", 7, false)),
+            Some(PolicyAction::Count)
+        );
+        // Exit code 1 is excluded by NotIn and nothing else matches.
+        assert_eq!(
+            match_failure_policy(&spec, &failed_with("p", 1, false)),
+            None
+        );
+        // A container name narrows the rule.
+        let other = with_policy(json!([
+            {"action": "FailJob", "onExitCodes": {"containerName": "side", "operator": "In", "values": [42]}},
+        ]));
+        assert_eq!(
+            match_failure_policy(&other, &failed_with("p", 42, false)),
+            None
+        );
+        // No policy: nothing matches.
+        assert_eq!(
+            match_failure_policy(&JobSpec::default(), &failed_with("p", 42, false)),
+            None
+        );
+        let by_condition = with_policy(json!([
+            {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]));
+        assert_eq!(
+            match_failure_policy(&by_condition, &failed_with("p", 1, true)),
+            Some(PolicyAction::FailJob(
+                "Pod ns/p has condition DisruptionTarget matching FailJob rule at index 0".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn ignored_failures_are_released_uncounted_and_fail_job_is_reported() {
+        let spec = with_policy(json!([
+            {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [3]}},
+            {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}},
+        ]));
+        let pods = vec![
+            failed_with("ignored", 3, false),
+            failed_with("counted", 1, false),
+        ];
+        let acc = account(&spec, &JobStatus::default(), &pods, false);
+        assert_eq!(acc.uncounted_failed, ["uid-counted".to_string()].into());
+        assert_eq!(acc.release.len(), 2, "both finalizers go");
+        assert_eq!(acc.fail_job, None);
+        let pods = vec![failed_with("fatal", 42, false)];
+        let acc = account(&spec, &JobStatus::default(), &pods, false);
+        assert!(
+            acc.fail_job
+                .as_deref()
+                .is_some_and(|m| m.contains("matching FailJob rule at index 1"))
+        );
+        // The decision then fails the job with reason PodFailurePolicy and stops the rest.
+        let running = pod("r", "Running", None);
+        let completed = BTreeSet::new();
+        let mut v = view(&spec, &completed, vec![&running]);
+        v.failing = acc.fail_job.clone().map(Failure::PodFailurePolicy);
+        let d = decide(&v);
+        assert_eq!(
+            d.failure.as_ref().map(Failure::reason),
+            Some("PodFailurePolicy")
+        );
+        assert_eq!(d.delete, ["r"]);
+    }
+
     #[test]
     fn finished_pods_are_recorded_before_release_and_counted_once() {
         let pods = vec![
@@ -1004,7 +1230,7 @@ mod tests {
             pod("c", "Running", None),
             deleting(pod("d", "Running", None)),
         ];
-        let acc = account(&JobStatus::default(), &pods, false);
+        let acc = account(&JobSpec::default(), &JobStatus::default(), &pods, false);
         assert_eq!(acc.uncounted_succeeded, ["uid-a".to_string()].into());
         assert_eq!(
             acc.uncounted_failed,
@@ -1035,7 +1261,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let acc = account(&status, &[], false);
+        let acc = account(&JobSpec::default(), &status, &[], false);
         let (s, f, _, left) = fold_counts(&status, &acc, &[], &BTreeSet::new());
         assert_eq!((s, f), (2, 0));
         assert_eq!(left, Accounting::default());
@@ -1044,7 +1270,7 @@ mod tests {
     #[test]
     fn a_stopping_job_releases_deleted_pods_without_counting_them() {
         let pods = vec![deleting(pod("d", "Running", None))];
-        let acc = account(&JobStatus::default(), &pods, true);
+        let acc = account(&JobSpec::default(), &JobStatus::default(), &pods, true);
         assert!(acc.uncounted_failed.is_empty());
         assert_eq!(acc.release, vec!["d"]);
     }
