@@ -6,5 +6,6 @@
 pub mod apply;
 pub mod http;
 pub mod model;
+pub mod routes;
 pub mod rules;
 pub mod sync;
