@@ -4,6 +4,7 @@
 //! schedule of an explicit state machine ([`sync`]); [`http`] serves /healthz and /metrics.
 
 pub mod apply;
+pub mod healthcheck;
 pub mod http;
 pub mod model;
 pub mod routes;

@@ -1,6 +1,7 @@
 //! The netproxy daemon: flags, kube-rs reflectors on Services, EndpointSlices and its Node,
-//! the sync loop driven by [`netproxy::sync::State`], /healthz and /metrics, SIGTERM (rules
-//! stay, as with kube-proxy) and `--cleanup` (our tables go, nothing else).
+//! the sync loop driven by [`netproxy::sync::State`], /healthz and /metrics, the health check
+//! node ports, host-gw pod routes from all Nodes, SIGTERM (rules and routes stay, as with
+//! kube-proxy) and `--cleanup` (our tables and routes go, nothing else).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use netproxy::apply::{ConntrackCommand, IptablesCommand, Nft, NftCommand, iptables_cleanup};
+use netproxy::healthcheck::{self, HealthServers};
 use netproxy::model::{NodeView, ServicePort, ServicePortName, build};
 use netproxy::routes::{NetlinkRoutes, desired_routes};
 use netproxy::rules::{Cidr, Config};
@@ -239,6 +241,17 @@ async fn main() -> anyhow::Result<()> {
         Mode::Nftables => Box::new(NftBackend::new(cfg, Box::new(NftCommand))),
         Mode::Iptables => Box::new(IptablesBackend::new(cfg, Box::new(IptablesCommand))),
     };
+    // Health check node ports (externalTrafficPolicy Local), on every address as kube-proxy.
+    let health_stats = stats.clone();
+    let (sync_period, health_timeout) = (args.sync_period, args.sync_period * 2);
+    let mut health_servers = HealthServers::new(
+        std::net::Ipv4Addr::UNSPECIFIED,
+        Arc::new(move || {
+            health_stats
+                .lock()
+                .is_ok_and(|s| s.healthy(Instant::now(), sync_period, health_timeout))
+        }),
+    );
     let mut syncer = Syncer::new(backend, Box::new(ConntrackCommand));
     let mut state = State::start();
     loop {
@@ -266,6 +279,13 @@ async fn main() -> anyhow::Result<()> {
                     s.record(&result, took, Instant::now());
                     s.pending_since = state.pending_since();
                 }
+                health_servers
+                    .sync(healthcheck::wanted(
+                        &services.state(),
+                        &slices.state(),
+                        &node.name,
+                    ))
+                    .await;
             }
             Next::Wait(until) => {
                 tokio::select! {
