@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use e2e::cri::TestNetns;
 use e2e::netns::{Forwarder, Get, default_route, http_get, link, sh, sysctl};
+use e2e::node::TestNode;
 use e2e::{ApiServer, Process, wait_until, workspace_bin};
 
 /// One node: its namespace, netproxy, and one pod namespace with httpd.
@@ -285,4 +286,154 @@ fn pods_on_two_nodes_reach_each_other_and_a_service_backed_by_both() {
     c.start_proxy(0, &["--pod-routes=false"]);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(c.a.routes(), "", "{}", c.a.proxy_log());
+}
+
+/// netproxy for `node` inside its runtime's namespace (where its pods' bridge is).
+fn node_proxy(api: &ApiServer, node: &TestNode, log: &std::path::Path) -> Process {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &node.cri.netns.name])
+        .arg(workspace_bin("netproxy"))
+        .arg("--kubeconfig")
+        .arg(api.kubeconfig())
+        .args([
+            "--hostname-override",
+            &node.name,
+            "--cluster-cidr",
+            "10.252.0.0/16",
+            "--min-sync-period",
+            "100ms",
+        ])
+        .env("RUST_LOG", "info");
+    Process::spawn("netproxy", cmd, log.to_path_buf()).expect("netproxy")
+}
+
+#[test]
+fn pods_of_two_real_nodes_reach_each_other_and_a_service_backed_by_both() {
+    let api = ApiServer::start_with(e2e::ServerOptions {
+        extra_args: vec![
+            "--cluster-dns=false".into(),
+            "--cluster-cidr=10.252.0.0/16".into(),
+        ],
+        ..Default::default()
+    })
+    .expect("apiserver-lite");
+    // Each runtime has a namespace of its own: one link joins them, carrying the InternalIPs.
+    let a = TestNode::start_with_node_ip(&api, "192.168.93.1");
+    let b = TestNode::start_with_node_ip(&api, "192.168.93.2");
+    link(
+        &a.cri.netns,
+        "n0",
+        "192.168.93.1/24",
+        &b.cri.netns,
+        "n0",
+        "192.168.93.2/24",
+    );
+    a.wait_ready(&api);
+    b.wait_ready(&api);
+    let dir = tempfile::Builder::new()
+        .prefix("pod-network-nodes-")
+        .tempdir()
+        .unwrap();
+    let _forwarders = [
+        Forwarder::start(&a.cri.netns, api.port),
+        Forwarder::start(&b.cri.netns, api.port),
+    ];
+    let proxy_a = node_proxy(&api, &a, &dir.path().join("netproxy-a.log"));
+    let _proxy_b = node_proxy(&api, &b, &dir.path().join("netproxy-b.log"));
+
+    let web = |name: &str, node: &TestNode| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: web}}}}\nspec:\n  nodeName: {}\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: {}, command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www']}}]\n---\n",
+            node.name, node.image
+        )
+    };
+    api.apply(&format!(
+        "{}{}apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
+        web("web-a", &a),
+        web("web-b", &b),
+    ));
+    let running = |pod: &str| {
+        wait_until(&format!("{pod} runs"), Duration::from_secs(60), || {
+            api.jsonpath(&["pod", pod], "{.status.phase}") == "Running"
+        });
+        api.jsonpath(&["pod", pod], "{.status.podIP}")
+    };
+    let web_b_ip = running("web-b");
+    running("web-a");
+    let routes = |node: &TestNode| {
+        sh(&[
+            "ip",
+            "-n",
+            &node.cri.netns.name,
+            "route",
+            "show",
+            "proto",
+            "87",
+        ])
+    };
+    wait_until(
+        "host-gw routes on both nodes",
+        Duration::from_secs(20),
+        || {
+            routes(&a).contains("via 192.168.93.2 dev n0")
+                && routes(&b).contains("via 192.168.93.1 dev n0")
+        },
+    );
+    // The API server reaches the agents on 127.0.0.1 only, not on these node addresses, so
+    // the client fetches in a loop and its log is read from node A's log directory.
+    let cluster_ip = api.jsonpath(&["service", "web"], "{.spec.clusterIP}");
+    api.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: client}}\nspec:\n  nodeName: {}\n  terminationGracePeriodSeconds: 1\n  containers: [{{name: c, image: {}, command: [sh, -c, 'while true; do echo \"direct $(wget -qO- http://{web_b_ip}:8080/)\"; echo \"service $(wget -qO- http://{cluster_ip}/)\"; sleep 0.2; done']}}]\n",
+        a.name, a.image
+    ));
+    running("client");
+    let client_log = || {
+        let mut out = String::new();
+        for entry in walk(&a.pod_log_dir()) {
+            if entry.to_string_lossy().contains("_client_") {
+                out.push_str(&std::fs::read_to_string(&entry).unwrap_or_default());
+            }
+        }
+        out
+    };
+    wait_until(
+        "the client reaches web-b directly and the Service on both nodes",
+        Duration::from_secs(30),
+        || {
+            let log = client_log();
+            log.contains("direct web-b")
+                && log.contains("service web-a")
+                && log.contains("service web-b")
+        },
+    );
+    let log = client_log();
+    let answers: BTreeSet<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once(" F ").map(|(_, m)| m.trim()))
+        .collect();
+    assert!(
+        answers.is_subset(&BTreeSet::from([
+            "direct web-b",
+            "service web-a",
+            "service web-b"
+        ])),
+        "every fetch answered: {answers:?}\nroutes A: {}\nnetproxy A: {}",
+        routes(&a),
+        proxy_a.log()
+    );
+    assert!(answers.len() >= 3, "{log}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
