@@ -3,7 +3,9 @@
 //! running busybox httpd, and a netproxy per node (in that node's namespace) talking to a real
 //! apiserver-lite through a loopback forwarder. netproxy's host-gw routes let a pod on node A
 //! reach a pod on node B by pod IP, and a ClusterIP Service backed by both; a Node that goes
-//! takes its route along; SIGTERM leaves the routes and `--cleanup` removes only ours.
+//! takes its route along; SIGTERM leaves the routes and `--cleanup` removes only ours. The
+//! same with two real nodes (`TestNode`: cri and agent, runtime namespaces joined by a link
+//! carrying their `--node-ip`), pods made through the API.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
