@@ -134,14 +134,20 @@ fn node_ports(svc: &Value) -> Vec<u16> {
                 .collect()
         })
         .unwrap_or_default();
-    if let Some(hc) = svc["spec"]["healthCheckNodePort"]
+    ports.extend(health_check_port(svc));
+    ports
+}
+
+fn health_check_port(svc: &Value) -> Option<u16> {
+    svc["spec"]["healthCheckNodePort"]
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p != 0)
-    {
-        ports.push(hc);
-    }
-    ports
+}
+
+/// A LoadBalancer Service with externalTrafficPolicy Local (upstream's NeedsHealthCheck).
+fn needs_health_check(svc: &Value) -> bool {
+    svc["spec"]["type"] == "LoadBalancer" && svc["spec"]["externalTrafficPolicy"] == "Local"
 }
 
 fn wants_node_ports(svc: &Value) -> bool {
@@ -487,62 +493,107 @@ impl Admission {
                     node_port = *n;
                 }
                 let field = format!("spec.ports[{i}].nodePort");
-                if node_port == 0 {
-                    let span = u32::from(*self.node_ports.end() - *self.node_ports.start()) + 1;
-                    let mut found = None;
-                    for _ in 0..128 {
-                        let candidate = *self.node_ports.start() as u32 + random_in(0..span);
-                        if self
-                            .take(store, format!("{PORT_PREFIX}{candidate}"), &who, taken)
-                            .await?
-                        {
-                            found = Some(candidate);
-                            break;
-                        }
-                    }
-                    node_port = found
-                        .ok_or_else(|| {
-                            invalid(
-                                &field,
-                                json!(0),
-                                "failed to allocate a nodePort: range is full".into(),
-                            )
-                        })?
-                        .into();
-                } else if !old_set.contains(&node_port) {
-                    let Ok(p) = u16::try_from(node_port) else {
-                        return Err(invalid(
-                            &field,
-                            json!(node_port),
-                            "must be between 1 and 65535, inclusive".into(),
-                        ));
-                    };
-                    if !self.node_ports.contains(&p) {
-                        return Err(invalid(
-                            &field,
-                            json!(node_port),
-                            format!(
-                                "provided port is not in the valid range. The range of valid ports is {}-{}",
-                                self.node_ports.start(),
-                                self.node_ports.end()
-                            ),
-                        ));
-                    }
-                    if !self
-                        .take(store, format!("{PORT_PREFIX}{p}"), &who, taken)
-                        .await?
-                    {
-                        return Err(invalid(
-                            &field,
-                            json!(node_port),
-                            "provided port is already allocated".into(),
-                        ));
-                    }
-                }
+                let node_port = self
+                    .node_port(store, &who, node_port, &old_set, &field, &invalid, taken)
+                    .await?;
                 svc["spec"]["ports"][i]["nodePort"] = node_port.into();
             }
         }
+        // As upstream, a LoadBalancer with externalTrafficPolicy Local gets a health check
+        // node port (kept across updates) from the same range.
+        if needs_health_check(svc) {
+            let old_hc = old
+                .filter(|o| needs_health_check(o))
+                .and_then(|o| o["spec"]["healthCheckNodePort"].as_u64())
+                .unwrap_or(0);
+            let old_set: HashSet<u64> = [old_hc].into_iter().filter(|p| *p != 0).collect();
+            let requested = match svc["spec"]["healthCheckNodePort"].as_u64().unwrap_or(0) {
+                0 => old_hc,
+                p => p,
+            };
+            let port = self
+                .node_port(
+                    store,
+                    &who,
+                    requested,
+                    &old_set,
+                    "spec.healthCheckNodePort",
+                    &invalid,
+                    taken,
+                )
+                .await?;
+            svc["spec"]["healthCheckNodePort"] = port.into();
+        }
         Ok(())
+    }
+
+    /// A node port for `field`: `requested` (0: a free one from the range) taken for `who`
+    /// unless `keep` already holds it.
+    #[allow(clippy::too_many_arguments)]
+    async fn node_port(
+        &self,
+        store: &dyn Store,
+        who: &str,
+        requested: u64,
+        keep: &HashSet<u64>,
+        field: &str,
+        invalid: &impl Fn(&str, Value, String) -> ApiError,
+        taken: &mut Allocated,
+    ) -> Result<u64, ApiError> {
+        let mut node_port = requested;
+        if node_port == 0 {
+            let span = u32::from(*self.node_ports.end() - *self.node_ports.start()) + 1;
+            let mut found = None;
+            for _ in 0..128 {
+                let candidate = *self.node_ports.start() as u32 + random_in(0..span);
+                if self
+                    .take(store, format!("{PORT_PREFIX}{candidate}"), who, taken)
+                    .await?
+                {
+                    found = Some(candidate);
+                    break;
+                }
+            }
+            node_port = found
+                .ok_or_else(|| {
+                    invalid(
+                        field,
+                        json!(0),
+                        "failed to allocate a nodePort: range is full".into(),
+                    )
+                })?
+                .into();
+        } else if !keep.contains(&node_port) {
+            let Ok(p) = u16::try_from(node_port) else {
+                return Err(invalid(
+                    field,
+                    json!(node_port),
+                    "must be between 1 and 65535, inclusive".into(),
+                ));
+            };
+            if !self.node_ports.contains(&p) {
+                return Err(invalid(
+                    field,
+                    json!(node_port),
+                    format!(
+                        "provided port is not in the valid range. The range of valid ports is {}-{}",
+                        self.node_ports.start(),
+                        self.node_ports.end()
+                    ),
+                ));
+            }
+            if !self
+                .take(store, format!("{PORT_PREFIX}{p}"), who, taken)
+                .await?
+            {
+                return Err(invalid(
+                    field,
+                    json!(node_port),
+                    "provided port is already allocated".into(),
+                ));
+            }
+        }
+        Ok(node_port)
     }
 
     /// Gives back addresses taken for a write that failed.
@@ -559,10 +610,11 @@ impl Admission {
     /// Releases the addresses of a deleted Service, or those an update stopped using.
     pub async fn release_service(&self, store: &dyn Store, old: &Value, new: Option<&Value>) {
         let keep_ips: Vec<Ipv4Addr> = new.map(service_ips).unwrap_or_default();
-        let keep_ports: Vec<u16> = new
-            .filter(|n| wants_node_ports(n))
-            .map(node_ports)
-            .unwrap_or_default();
+        let keep_ports: Vec<u16> = match new {
+            Some(n) if wants_node_ports(n) => node_ports(n),
+            Some(n) if needs_health_check(n) => health_check_port(n).into_iter().collect(),
+            _ => Vec::new(),
+        };
         let mut keys: Vec<String> = service_ips(old)
             .into_iter()
             .filter(|ip| !keep_ips.contains(ip))
@@ -818,5 +870,39 @@ mod tests {
                 .code,
             422
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_load_balancers_get_a_health_check_node_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let adm = admission();
+        let spec = json!({"type": "LoadBalancer", "externalTrafficPolicy": "Local", "allocateLoadBalancerNodePorts": false, "ports": [{"port": 80}]});
+        let mut lb = json!({"metadata": {"name": "lb", "namespace": "d"}, "spec": spec});
+        adm.allocate_service(&store, &mut lb, None).await.unwrap();
+        let hc = lb["spec"]["healthCheckNodePort"].as_u64().unwrap();
+        assert!((30000..=30002).contains(&hc), "{lb}");
+        assert!(lb["spec"]["ports"][0]["nodePort"].is_null());
+        // An update keeps it (and does not release it).
+        let mut again = json!({"metadata": {"name": "lb", "namespace": "d"}, "spec": spec});
+        adm.allocate_service(&store, &mut again, Some(&lb))
+            .await
+            .unwrap();
+        assert_eq!(again["spec"]["healthCheckNodePort"], json!(hc));
+        adm.release_service(&store, &lb, Some(&again)).await;
+        let mut clash = json!({"metadata": {"name": "x", "namespace": "d"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": hc}]}});
+        assert!(
+            adm.allocate_service(&store, &mut clash, None)
+                .await
+                .unwrap_err()
+                .message
+                .contains("provided port is already allocated")
+        );
+        // Cluster policy: none.
+        let mut cluster = json!({"metadata": {"name": "c", "namespace": "d"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
+        adm.allocate_service(&store, &mut cluster, None)
+            .await
+            .unwrap();
+        assert!(cluster["spec"].get("healthCheckNodePort").is_none());
     }
 }

@@ -4,7 +4,9 @@
 //! schedule of an explicit state machine ([`sync`]); [`http`] serves /healthz and /metrics.
 
 pub mod apply;
+pub mod healthcheck;
 pub mod http;
 pub mod model;
+pub mod routes;
 pub mod rules;
 pub mod sync;

@@ -1,6 +1,7 @@
 //! The netproxy daemon: flags, kube-rs reflectors on Services, EndpointSlices and its Node,
-//! the sync loop driven by [`netproxy::sync::State`], /healthz and /metrics, SIGTERM (rules
-//! stay, as with kube-proxy) and `--cleanup` (our tables go, nothing else).
+//! the sync loop driven by [`netproxy::sync::State`], /healthz and /metrics, the health check
+//! node ports, host-gw pod routes from all Nodes, SIGTERM (rules and routes stay, as with
+//! kube-proxy) and `--cleanup` (our tables and routes go, nothing else).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,7 +17,9 @@ use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use netproxy::apply::{ConntrackCommand, IptablesCommand, Nft, NftCommand, iptables_cleanup};
+use netproxy::healthcheck::{self, HealthServers};
 use netproxy::model::{NodeView, ServicePort, ServicePortName, build};
+use netproxy::routes::{NetlinkRoutes, desired_routes};
 use netproxy::rules::{Cidr, Config};
 use netproxy::sync::{Backend, IptablesBackend, Next, NftBackend, State, Stats, Syncer, Timing};
 use tokio::sync::Notify;
@@ -62,7 +65,11 @@ struct Args {
     /// Least time between two syncs (changes within it are batched).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     min_sync_period: Duration,
-    /// Delete our tables and exit.
+    /// Route every other Node's pod CIDR through its InternalIP (host-gw, as flannel's
+    /// host-gw backend or kube-router); `--pod-routes=false` leaves routing to something else.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pod_routes: bool,
+    /// Delete our tables and pod routes and exit.
     #[arg(long)]
     cleanup: bool,
 }
@@ -97,9 +104,13 @@ async fn main() -> anyhow::Result<()> {
         } else {
             0
         };
+        let routes = netproxy::routes::cleanup(&mut NetlinkRoutes::new()?)
+            .await
+            .context("deleting our pod routes")?;
         tracing::info!(
             nftables_table = table,
             iptables_chains = chains,
+            pod_routes = routes,
             "cleanup done"
         );
         return Ok(());
@@ -141,7 +152,26 @@ async fn main() -> anyhow::Result<()> {
         watcher::Config::default().fields(&format!("metadata.name={node_name}")),
         &notify,
     );
-    let watchers = [w1, w2, w3];
+    let mut watchers = vec![w1, w2, w3];
+    let (stop_routes, routes_stopped) = tokio::sync::watch::channel(false);
+    if args.pod_routes {
+        let routes_notify = Arc::new(Notify::new());
+        let (all_nodes, w4) = reflect(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            &routes_notify,
+        );
+        watchers.push(w4);
+        let table = NetlinkRoutes::new().context("opening netlink for pod routes")?;
+        watchers.push(tokio::spawn(pod_routes(
+            table,
+            node_name.clone(),
+            all_nodes,
+            routes_notify,
+            args.sync_period,
+            routes_stopped,
+        )));
+    }
 
     let mut shutdown = std::pin::pin!(daemon::shutdown_signal());
     // Never sync from empty caches: that would wipe the rules of a restarted proxy.
@@ -211,6 +241,17 @@ async fn main() -> anyhow::Result<()> {
         Mode::Nftables => Box::new(NftBackend::new(cfg, Box::new(NftCommand))),
         Mode::Iptables => Box::new(IptablesBackend::new(cfg, Box::new(IptablesCommand))),
     };
+    // Health check node ports (externalTrafficPolicy Local), on every address as kube-proxy.
+    let health_stats = stats.clone();
+    let (sync_period, health_timeout) = (args.sync_period, args.sync_period * 2);
+    let mut health_servers = HealthServers::new(
+        std::net::Ipv4Addr::UNSPECIFIED,
+        Arc::new(move || {
+            health_stats
+                .lock()
+                .is_ok_and(|s| s.healthy(Instant::now(), sync_period, health_timeout))
+        }),
+    );
     let mut syncer = Syncer::new(backend, Box::new(ConntrackCommand));
     let mut state = State::start();
     loop {
@@ -238,6 +279,13 @@ async fn main() -> anyhow::Result<()> {
                     s.record(&result, took, Instant::now());
                     s.pending_since = state.pending_since();
                 }
+                health_servers
+                    .sync(healthcheck::wanted(
+                        &services.state(),
+                        &slices.state(),
+                        &node.name,
+                    ))
+                    .await;
             }
             Next::Wait(until) => {
                 tokio::select! {
@@ -253,12 +301,64 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    tracing::info!("shutting down; rules stay in place (use --cleanup to remove them)");
+    tracing::info!(
+        "shutting down; rules and pod routes stay in place (use --cleanup to remove them)"
+    );
     let _ = stop_http.send(true);
+    let _ = stop_routes.send(true);
     for w in watchers {
         w.abort();
     }
     Ok(())
+}
+
+/// Keeps our pod routes equal to what the Nodes ask for: on every Node event and each
+/// `period`, until `stopped` turns true (the routes stay).
+async fn pod_routes(
+    mut table: NetlinkRoutes,
+    node_name: String,
+    nodes: Store<Node>,
+    notify: Arc<Notify>,
+    period: Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::select! {
+        r = nodes.wait_until_ready() => if let Err(error) = r {
+            tracing::error!(%error, "node watch cache never filled; no pod routes");
+            return;
+        },
+        _ = stopped.wait_for(|s| *s) => return,
+    }
+    let mut last_unreachable = Vec::new();
+    loop {
+        let nodes_now: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
+        let desired = desired_routes(&node_name, &nodes_now);
+        match netproxy::routes::reconcile(&mut table, &desired).await {
+            Ok(done) => {
+                for route in &done.added {
+                    tracing::info!(%route, "pod route added");
+                }
+                for route in &done.deleted {
+                    tracing::info!(%route, "pod route deleted");
+                }
+                if done.not_on_link != last_unreachable {
+                    for route in &done.not_on_link {
+                        tracing::warn!(%route, "pod route skipped: gateway not on-link");
+                    }
+                    last_unreachable = done.not_on_link;
+                }
+                for (route, error) in &done.failed {
+                    tracing::error!(%route, %error, "pod route failed");
+                }
+            }
+            Err(error) => tracing::error!(%error, "reconciling pod routes failed"),
+        }
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(period) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 fn which(program: &str) -> bool {
@@ -326,6 +426,8 @@ mod tests {
         assert_eq!(a.healthz_bind_address, "0.0.0.0:10256");
         assert_eq!(a.metrics_bind_address, "127.0.0.1:10249");
         assert_eq!(a.mode, Mode::Nftables);
+        assert!(a.pod_routes);
+        assert!(!Args::parse_from(["netproxy", "--pod-routes=false"]).pod_routes);
         let a = Args::parse_from(["netproxy", "--nodeport-addresses", "10.0.0.0/8,primary"]);
         assert_eq!(a.nodeport_addresses, vec!["10.0.0.0/8", "primary"]);
     }

@@ -265,6 +265,7 @@ impl ContainerdNode {
             port: self.port,
             cgroup_root: &self.containerd.cgroup_root,
             pod_cidr: "10.88.0.0/16",
+            node_ip: "127.0.0.1",
         };
         self.agent = Some(launch.spawn(&[]));
     }

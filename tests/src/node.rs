@@ -36,6 +36,8 @@ pub struct AgentLaunch<'a> {
     pub cgroup_root: &'a str,
     /// `--pod-cidr`, or empty for the Node's.
     pub pod_cidr: &'a str,
+    /// `--node-ip`, the InternalIP the Node reports.
+    pub node_ip: &'a str,
 }
 
 impl AgentLaunch<'_> {
@@ -51,7 +53,7 @@ impl AgentLaunch<'_> {
             .arg(self.dir.join("root"))
             .arg("--pod-log-dir")
             .arg(self.dir.join("logs"))
-            .args(["--node-ip", "127.0.0.1"])
+            .args(["--node-ip", self.node_ip])
             .args(["--cluster-dns", "10.96.0.10"])
             .args(["--address", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--cgroup-root")
@@ -81,6 +83,8 @@ pub struct TestNode {
     pub pod_cidr: String,
     /// The kubelet API port (on 127.0.0.1).
     pub port: u16,
+    /// The address the agent reports as the Node's InternalIP (`--node-ip`).
+    pub node_ip: String,
     kubeconfig: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -88,16 +92,22 @@ pub struct TestNode {
 impl TestNode {
     /// Starts the runtime, the registry and an agent registered with `api`.
     pub fn start(api: &ApiServer) -> TestNode {
-        Self::start_inner(api, "10.77.0.0/24")
+        Self::start_inner(api, "10.77.0.0/24", "127.0.0.1")
     }
 
     /// Like [`TestNode::start`], with an agent given no `--pod-cidr`: it takes the one node
     /// IPAM puts in the Node's spec.podCIDR (`pod_cidr` is empty).
     pub fn start_with_cidr_from_api(api: &ApiServer) -> TestNode {
-        Self::start_inner(api, "")
+        Self::start_inner(api, "", "127.0.0.1")
     }
 
-    fn start_inner(api: &ApiServer, pod_cidr: &str) -> TestNode {
+    /// Like [`TestNode::start_with_cidr_from_api`], reporting `node_ip` as the InternalIP (an
+    /// address the caller gives the runtime's namespace, e.g. on a link to another node).
+    pub fn start_with_node_ip(api: &ApiServer, node_ip: &str) -> TestNode {
+        Self::start_inner(api, "", node_ip)
+    }
+
+    fn start_inner(api: &ApiServer, pod_cidr: &str, node_ip: &str) -> TestNode {
         let cri = Daemon::start(DaemonOptions {
             pod_cidr: None,
             binary: None,
@@ -119,6 +129,7 @@ impl TestNode {
             image,
             pod_cidr: pod_cidr.into(),
             port: crate::free_port(),
+            node_ip: node_ip.into(),
             kubeconfig: api.kubeconfig(),
             dir,
         };
@@ -151,6 +162,7 @@ impl TestNode {
             port: self.port,
             cgroup_root: &self.cri.cgroup_root,
             pod_cidr: &self.pod_cidr,
+            node_ip: &self.node_ip,
         };
         self.agent = Some(launch.spawn(extra));
     }

@@ -531,3 +531,67 @@ fn iptables_mode_spreads_over_ready_endpoints_rejects_without_endpoints_and_clea
             .contains("KUBE-LITE")
     );
 }
+
+/// `GET /` on `ip:port` from `ns`: status, lower-cased head and body.
+fn raw_get(ns: &str, ip: &str, port: u16) -> Option<(u16, String, String)> {
+    in_netns(ns, || {
+        use std::io::{Read, Write};
+        let addr = SocketAddr::new(ip.parse().ok()?, port);
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let code = out.split_whitespace().nth(1)?.parse().ok()?;
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        Some((code, head.to_ascii_lowercase(), body.to_string()))
+    })
+}
+
+#[test]
+fn local_load_balancer_health_check_node_port_counts_local_endpoints() {
+    require_tools();
+    let c = Cluster::start(2);
+    c.service(
+        "lb",
+        "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  ports: [{name: http, port: 80, targetPort: 8080}]",
+    );
+    // apiserver-lite allocates the port, as upstream does for this kind of Service.
+    let hc: u16 = c
+        .api
+        .jsonpath(&["service", "lb"], "{.spec.healthCheckNodePort}")
+        .parse()
+        .expect("a healthCheckNodePort");
+    c.slice("lb", &[(1, true, NODE), (2, true, "node-b")]);
+    let answer = |want: u16| {
+        let mut last = None;
+        wait_until(
+            &format!("health check port {hc} answers {want}"),
+            Duration::from_secs(15),
+            || {
+                last = raw_get(&c.client.name, "192.168.77.1", hc);
+                last.as_ref().is_some_and(|(code, _, _)| *code == want)
+            },
+        );
+        last.unwrap()
+    };
+    let (_, head, body) = answer(200);
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"service": {"namespace": "default", "name": "lb"},
+                           "localEndpoints": 1, "serviceProxyHealthy": true})
+    );
+    // Only a remote endpoint left: 503 with none local.
+    c.slice("lb", &[(2, true, "node-b")]);
+    let (_, _, body) = answer(503);
+    assert!(body.contains("\"localEndpoints\":0"), "{body}");
+    // The Service goes: so does the listener.
+    c.api.kubectl(&["delete", "service", "lb"]);
+    wait_until(
+        "the health check port closes",
+        Duration::from_secs(15),
+        || raw_get(&c.client.name, "192.168.77.1", hc).is_none(),
+    );
+}
