@@ -9,6 +9,25 @@ use std::time::Duration;
 use crate::cri::{Daemon, DaemonOptions, Registry, layouts};
 use crate::{ApiServer, Process, workspace_bin};
 
+/// A pod bound to `node` (no scheduler needed) with one container `main` running `script`
+/// with `sh -c`, stopped within a second.
+pub fn shell_pod(name: &str, node: &str, image: &str, script: &str) -> String {
+    let script = script.replace('\'', "''");
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: default}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    command: [sh, -c, '{script}']
+"
+    )
+}
+
 /// Waits (30 s at most) until `api` shows the node `name` Ready.
 pub fn wait_node_ready(api: &ApiServer, name: &str) {
     crate::wait_until("the node to be Ready", Duration::from_secs(30), || {

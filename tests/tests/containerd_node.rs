@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use e2e::containerd::ContainerdNode;
-use e2e::node::wait_node_ready;
+use e2e::node::{shell_pod, wait_node_ready};
 use e2e::{ApiServer, wait_until};
 
 fn phase(api: &ApiServer, pod: &str) -> String {
@@ -84,20 +84,11 @@ spec:
     assert!(exec.stdout.contains("from-exec"), "{exec:?}");
 
     // A container that fails is restarted behind the back-off.
-    api.apply(&format!(
-        "apiVersion: v1
-kind: Pod
-metadata: {{name: crash, namespace: default}}
-spec:
-  nodeName: {node}
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: {image}
-    command: [sh, -c, 'echo dying; exit 1']
-",
-        node = node.name,
-        image = node.image
+    api.apply(&shell_pod(
+        "crash",
+        &node.name,
+        &node.image,
+        "echo dying; exit 1",
     ));
     wait_until("crash in CrashLoopBackOff", Duration::from_secs(90), || {
         api.jsonpath(

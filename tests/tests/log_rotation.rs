@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use e2e::node::TestNode;
+use e2e::node::{TestNode, shell_pod};
 use e2e::{ApiServer, wait_until};
 
 /// The files in the directory of the pod's `main` container logs.
@@ -61,20 +61,11 @@ fn chatty_containers_logs_rotate_compress_and_stay_readable() {
         "1",
     ]);
     node.wait_ready(&api);
-    api.apply(&format!(
-        "apiVersion: v1
-kind: Pod
-metadata: {{name: chatty, namespace: default}}
-spec:
-  nodeName: {node}
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: {image}
-    command: [sh, -c, 'n=0; while true; do n=$((n+1)); seq 1 60 | sed \"s/^/round-$n-line-/\"; sleep 1; done']
-",
-        node = node.name,
-        image = node.image
+    api.apply(&shell_pod(
+        "chatty",
+        &node.name,
+        &node.image,
+        r#"n=0; while true; do n=$((n+1)); seq 1 60 | sed "s/^/round-$n-line-/"; sleep 1; done"#,
     ));
     wait_until("the pod runs", Duration::from_secs(60), || {
         api.jsonpath(&["pod", "chatty"], "{.status.phase}") == "Running"

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::node::TestNode;
+use e2e::node::{TestNode, shell_pod};
 use e2e::{ApiServer, wait_until};
 
 #[test]
@@ -13,20 +13,11 @@ fn summary_and_resource_metrics_reach_kubectl_through_nodes_proxy() {
     let api = ApiServer::start().expect("apiserver-lite");
     let node = TestNode::start(&api);
     node.wait_ready(&api);
-    api.apply(&format!(
-        "apiVersion: v1
-kind: Pod
-metadata: {{name: busy, namespace: default}}
-spec:
-  nodeName: {node}
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: {image}
-    command: [sh, -c, 'while true; do echo tick; sleep 1; done']
-",
-        node = node.name,
-        image = node.image
+    api.apply(&shell_pod(
+        "busy",
+        &node.name,
+        &node.image,
+        "while true; do echo tick; sleep 1; done",
     ));
     wait_until("the pod runs", Duration::from_secs(60), || {
         api.jsonpath(&["pod", "busy"], "{.status.phase}") == "Running"

@@ -346,19 +346,10 @@ pub(super) fn scores(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{node, pod};
+    use super::super::tests::{node, pod, zone_node};
     use super::super::{NamespaceLabels, NodeInfo, select_node};
     use super::reasons;
     use serde_json::json;
-
-    fn zone_node(name: &str, zone: &str) -> k8s_openapi::api::core::v1::Node {
-        node(
-            name,
-            "4",
-            "8Gi",
-            json!({"metadata": {"labels": {"topology.kubernetes.io/zone": zone}}}),
-        )
-    }
 
     fn labelled(
         name: &str,

@@ -618,6 +618,16 @@ pub(crate) mod tests {
         serde_json::from_value(n).unwrap()
     }
 
+    /// A 4-CPU, 8Gi node in `zone` (label topology.kubernetes.io/zone).
+    pub(crate) fn zone_node(name: &str, zone: &str) -> Node {
+        node(
+            name,
+            "4",
+            "8Gi",
+            json!({"metadata": {"labels": {"topology.kubernetes.io/zone": zone}}}),
+        )
+    }
+
     pub(crate) fn pod(extra: serde_json::Value) -> Pod {
         let mut p = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}}]}});
         json_patch::merge(&mut p, &extra);
