@@ -715,13 +715,14 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, C
                     ctx.warning(set.as_ref(), "RecreatingFailedPod", "Delete", note)
                         .await;
                 }
-                if why == Why::ScaledDown && delete_when_scaled {
-                    if let (Some(pod), Some(ordinal)) = (
+                if why == Why::ScaledDown
+                    && delete_when_scaled
+                    && let (Some(pod), Some(ordinal)) = (
                         pods.iter().find(|p| p.name_any() == name),
                         ordinal_of(&set_name, &name),
-                    ) {
-                        hand_claims_to_pod(&set, &ctx, &claims, pod, ordinal).await?;
-                    }
+                    )
+                {
+                    hand_claims_to_pod(&set, &ctx, &claims, pod, ordinal).await?;
                 }
                 match pods_api.delete(&name, &DeleteParams::default()).await {
                     Ok(_) => {
