@@ -669,6 +669,12 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, C
         BTreeMap::new()
     };
     let (_, delete_when_scaled) = retention(&set);
+    // Claims of live replicas that went missing are created again, as upstream.
+    for m in members.iter().filter(|m| !m.terminating) {
+        if m.ordinal >= settings.start && m.ordinal < settings.start + settings.replicas {
+            ensure_claims(&set, &ctx, &claims, m.ordinal, &m.name).await?;
+        }
+    }
 
     for step in plan(&settings, &members) {
         match step {
