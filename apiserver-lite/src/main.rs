@@ -112,6 +112,12 @@ struct Args {
     /// Prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// Run the StatefulSet controller.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    statefulset_controller: bool,
+    /// Run the PersistentVolume binder (claims bound to pre-provisioned volumes).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pv_controller: bool,
     /// Run the node lifecycle controller (Unknown status, taints, taint-based eviction).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     node_lifecycle: bool,
@@ -239,6 +245,8 @@ fn cluster_controllers(args: &Args) -> anyhow::Result<controllers::ClusterContro
                 grace: args.node_monitor_grace_period,
                 startup_grace: args.node_startup_grace_period,
             }),
+        statefulset: args.statefulset_controller,
+        volume_binding: args.pv_controller,
     })
 }
 

@@ -52,6 +52,12 @@ fn key(pod: &Pod) -> String {
     )
 }
 
+/// A pod's identity in the assumed set: with its uid, so a pod created again under the same
+/// name (a StatefulSet's) is not taken for the one bound before.
+fn assumed_key(pod: &Pod) -> String {
+    format!("{}/{}", key(pod), pod.metadata.uid.as_deref().unwrap_or(""))
+}
+
 fn is_pending(pod: &Pod, scheduler: &str) -> bool {
     let spec = pod.spec.as_ref();
     spec.is_some_and(|s| s.node_name.as_deref().is_none_or(str::is_empty))
@@ -92,7 +98,7 @@ impl Scheduler {
         let pods = self.pods.state();
         self.assumed.retain(|k, _| {
             pods.iter().any(|p| {
-                key(p) == *k
+                assumed_key(p) == *k
                     && p.spec
                         .as_ref()
                         .is_some_and(|s| s.node_name.as_deref().is_none_or(str::is_empty))
@@ -149,7 +155,7 @@ impl Scheduler {
             .state()
             .into_iter()
             .filter(|p| is_pending(p, &self.name))
-            .filter(|p| !self.assumed.contains_key(&key(p)))
+            .filter(|p| !self.assumed.contains_key(&assumed_key(p)))
             .collect();
         pending.sort_by_key(|p| {
             let priority = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
@@ -173,7 +179,7 @@ impl Scheduler {
                 .collect();
             let result = match select_node(&pod, &nodes, &namespaces) {
                 Ok(node) => self.bind(&pod, &node).await.map(|()| {
-                    self.assumed.insert(key(&pod), (pod.clone(), node));
+                    self.assumed.insert(assumed_key(&pod), (pod.clone(), node));
                 }),
                 Err(message) => {
                     let preempted = if may_preempt(&pod, &cluster) {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, PersistentVolume, Pod, Secret};
 
 /// Label with the pod name on sandboxes and containers.
 pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
@@ -51,6 +51,11 @@ pub struct PodContext {
     pub config_maps: BTreeMap<String, ConfigMap>,
     /// Secrets the pod refers to, by name.
     pub secrets: BTreeMap<String, Secret>,
+    /// The PersistentVolume bound to each claim the pod uses, by claim name, or why there is
+    /// none yet (see `volumes::bound_volume`).
+    pub claims: BTreeMap<String, Result<PersistentVolume, String>>,
+    /// Volumes every mount of which is read-only (a claim with `readOnly`).
+    pub read_only_volumes: std::collections::BTreeSet<String>,
     /// Service environment variables (enableServiceLinks), in order.
     pub service_env: Vec<(String, String)>,
     /// The cgroup parent for the pod (QoS class hierarchy).
@@ -559,7 +564,7 @@ pub fn container_config(
         mounts.push(cri::Mount {
             container_path: m.mount_path.clone(),
             host_path: host_path.display().to_string(),
-            readonly: m.read_only == Some(true),
+            readonly: m.read_only == Some(true) || ctx.read_only_volumes.contains(&m.name),
             propagation: match m.mount_propagation.as_deref() {
                 Some("HostToContainer") => 1,
                 Some("Bidirectional") => 2,

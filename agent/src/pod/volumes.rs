@@ -1,14 +1,19 @@
 //! Pod volumes on the node, under `<root-dir>/pods/<uid>/volumes/<plugin>/<name>`: emptyDir
 //! (a directory), hostPath (checked against its type), configMap, secret and downwardAPI
 //! (files written with an atomic symlink swap as upstream's atomic writer does, so a running
-//! pod sees a whole new version or the old one, never a mix). Removed with the pod.
+//! pod sees a whole new version or the old one, never a mix), and persistentVolumeClaim (the
+//! bound PersistentVolume's hostPath or local path; until the claim is bound the pod waits
+//! in ContainerCreating with FailedMount events). Removed with the pod.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    KeyToPath, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod,
+    Volume,
+};
 
 use super::config::{ConfigError, PodContext};
 
@@ -258,6 +263,8 @@ pub fn prepare(
             let path = PathBuf::from(&host.path);
             check_host_path(&path, host.type_.as_deref().unwrap_or(""))?;
             path
+        } else if let Some(source) = &volume.persistent_volume_claim {
+            claim_path(ctx, &volume.name, source)?
         } else if let Some((plugin, files)) = volume_files(pod, ctx, volume)? {
             let dir = volumes_dir.join(plugin).join(&volume.name);
             atomic_write(&dir, &files)?;
@@ -271,6 +278,123 @@ pub fn prepare(
         paths.insert(volume.name.clone(), path);
     }
     Ok(paths)
+}
+
+/// How a FailedMount message starts while claims are not ready (upstream's words); such a
+/// pod waits in ContainerCreating rather than failing.
+const UNMOUNTED: &str = "Unable to attach or mount volumes";
+
+/// Whether `e` says the pod waits for its claims to be bound.
+pub fn is_waiting_for_volumes(e: &ConfigError) -> bool {
+    e.0.starts_with(UNMOUNTED)
+}
+
+/// The claims the pod's volumes use.
+pub fn claim_names(pod: &Pod) -> Vec<String> {
+    pod_volumes(pod)
+        .filter_map(|v| v.persistent_volume_claim.as_ref())
+        .map(|c| c.claim_name.clone())
+        .collect()
+}
+
+/// Volumes whose mounts are all read-only: claims with `readOnly`.
+pub fn read_only_volumes(pod: &Pod) -> std::collections::BTreeSet<String> {
+    pod_volumes(pod)
+        .filter(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.read_only == Some(true))
+        })
+        .map(|v| v.name.clone())
+        .collect()
+}
+
+fn pod_volumes(pod: &Pod) -> impl Iterator<Item = &Volume> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+}
+
+/// The volume bound to claim `name` of `namespace`, from the claim and the volume it names
+/// (as the API server has them), or why the pod cannot use it yet, in upstream's words.
+pub fn bound_volume(
+    namespace: &str,
+    name: &str,
+    claim: Option<&PersistentVolumeClaim>,
+    volume: Option<PersistentVolume>,
+) -> Result<PersistentVolume, String> {
+    let claim = claim.ok_or_else(|| {
+        format!("failed to fetch PVC from API server: persistentvolumeclaims {name:?} not found")
+    })?;
+    let phase = claim.status.as_ref().and_then(|s| s.phase.as_deref());
+    let volume_name = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.as_deref())
+        .filter(|v| !v.is_empty());
+    let (Some("Bound"), Some(volume_name)) = (phase, volume_name) else {
+        return Err(format!(
+            "error processing PVC {namespace}/{name}: PVC is not bound"
+        ));
+    };
+    let volume = volume.ok_or_else(|| {
+        format!(
+            "failed to fetch PV {volume_name:?} from API server: persistentvolumes {volume_name:?} not found"
+        )
+    })?;
+    let claim_ref_uid = volume
+        .spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .and_then(|r| r.uid.clone());
+    if claim_ref_uid.is_some() && claim_ref_uid != claim.metadata.uid {
+        return Err(format!(
+            "error processing PVC {namespace}/{name}: the PV {volume_name:?} is bound to another claim"
+        ));
+    }
+    Ok(volume)
+}
+
+/// The host directory of a claim's volume: the bound PersistentVolume's hostPath or local
+/// path.
+fn claim_path(
+    ctx: &PodContext,
+    volume: &str,
+    source: &PersistentVolumeClaimVolumeSource,
+) -> Result<PathBuf, ConfigError> {
+    let unmounted = |why: &str| {
+        ConfigError(format!(
+            "{UNMOUNTED}: unmounted volumes=[{volume}], unattached volumes=[{volume}]: {why}"
+        ))
+    };
+    let pv = match ctx.claims.get(&source.claim_name) {
+        Some(Ok(pv)) => pv,
+        Some(Err(why)) => return Err(unmounted(why)),
+        None => return Err(unmounted("the claim was not looked up")),
+    };
+    let spec = pv.spec.clone().unwrap_or_default();
+    if let Some(host) = &spec.host_path {
+        let path = PathBuf::from(&host.path);
+        check_host_path(&path, host.type_.as_deref().unwrap_or(""))?;
+        return Ok(path);
+    }
+    if let Some(local) = &spec.local {
+        let path = PathBuf::from(&local.path);
+        if !path.exists() {
+            return Err(ConfigError(format!(
+                "MountVolume.NewMounter initialization failed for volume {:?} : path {:?} does not exist",
+                pv.metadata.name.as_deref().unwrap_or_default(),
+                local.path
+            )));
+        }
+        return Ok(path);
+    }
+    Err(ConfigError(format!(
+        "volume {volume:?}: persistent volume {:?} is of a type not supported by this node (hostPath and local are)",
+        pv.metadata.name.as_deref().unwrap_or_default()
+    )))
 }
 
 fn check_host_path(path: &Path, kind: &str) -> Result<(), ConfigError> {
@@ -314,6 +438,91 @@ pub fn remove(root: &Path, uid: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn claim(phase: &str, volume: Option<&str>) -> PersistentVolumeClaim {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "data", "namespace": "ns", "uid": "c1"},
+            "spec": {"volumeName": volume},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    fn host_pv(path: &Path, claim_uid: &str) -> PersistentVolume {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pv1"},
+            "spec": {"hostPath": {"path": path}, "claimRef": {"uid": claim_uid}},
+        }))
+        .unwrap()
+    }
+
+    fn pod_with_claim(read_only: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u"},
+            "spec": {"containers": [], "volumes": [
+                {"name": "vol", "persistentVolumeClaim": {"claimName": "data", "readOnly": read_only}}
+            ]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn claims_resolve_to_their_bound_volume_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let pv = host_pv(dir.path(), "c1");
+        let err = bound_volume("ns", "data", None, None).unwrap_err();
+        assert!(
+            err.contains("persistentvolumeclaims \"data\" not found"),
+            "{err}"
+        );
+        let err = bound_volume("ns", "data", Some(&claim("Pending", None)), None).unwrap_err();
+        assert!(err.contains("PVC is not bound"), "{err}");
+        let err = bound_volume("ns", "data", Some(&claim("Bound", Some("pv1"))), None).unwrap_err();
+        assert!(err.contains("persistentvolumes \"pv1\" not found"), "{err}");
+        let other = host_pv(dir.path(), "someone-else");
+        assert!(
+            bound_volume(
+                "ns",
+                "data",
+                Some(&claim("Bound", Some("pv1"))),
+                Some(other)
+            )
+            .is_err()
+        );
+        let got = bound_volume(
+            "ns",
+            "data",
+            Some(&claim("Bound", Some("pv1"))),
+            Some(pv.clone()),
+        );
+        assert_eq!(got, Ok(pv));
+    }
+
+    #[test]
+    fn a_pod_waits_for_its_claim_then_mounts_the_volume_path() {
+        let root = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let pod = pod_with_claim(true);
+        assert_eq!(claim_names(&pod), vec!["data".to_string()]);
+        assert!(read_only_volumes(&pod).contains("vol"));
+        assert!(read_only_volumes(&pod_with_claim(false)).is_empty());
+        let mut ctx = PodContext::default();
+        ctx.claims.insert(
+            "data".into(),
+            bound_volume("ns", "data", Some(&claim("Pending", None)), None),
+        );
+        let err = prepare(root.path(), &pod, &ctx).unwrap_err();
+        assert!(is_waiting_for_volumes(&err), "{err:?}");
+        assert!(err.0.contains("unmounted volumes=[vol]"), "{err:?}");
+        ctx.claims
+            .insert("data".into(), Ok(host_pv(data.path(), "c1")));
+        let paths = prepare(root.path(), &pod, &ctx).unwrap();
+        assert_eq!(paths["vol"], data.path());
+        // Other errors are not a wait.
+        assert!(!is_waiting_for_volumes(&ConfigError(
+            "configmap \"x\" not found".into()
+        )));
+    }
 
     #[test]
     fn atomic_writes_swap_versions_and_drop_old_names() {

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus, Secret,
+};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder};
 use tokio::sync::watch;
@@ -425,8 +427,55 @@ impl Worker {
                 ctx.secrets.insert(name, s);
             }
         }
+        ctx.claims = self.claimed_volumes(pod, &namespace).await;
+        ctx.read_only_volumes = volumes::read_only_volumes(pod);
         ctx.volume_paths = volumes::prepare(&self.shared.root_dir, pod, &ctx)?;
         Ok(ctx)
+    }
+
+    /// The PersistentVolume behind each of the pod's claims, or why there is none yet.
+    async fn claimed_volumes(
+        &self,
+        pod: &Pod,
+        namespace: &str,
+    ) -> BTreeMap<String, Result<PersistentVolume, String>> {
+        let claims: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.shared.client.clone(), namespace);
+        let volumes: Api<PersistentVolume> = Api::all(self.shared.client.clone());
+        let mut out = BTreeMap::new();
+        for name in volumes::claim_names(pod) {
+            let claim = match claims.get_opt(&name).await {
+                Ok(c) => c,
+                Err(e) => {
+                    out.insert(
+                        name,
+                        Err(format!("failed to fetch PVC from API server: {e}")),
+                    );
+                    continue;
+                }
+            };
+            let volume_name = claim
+                .as_ref()
+                .and_then(|c| c.spec.as_ref())
+                .and_then(|s| s.volume_name.clone())
+                .filter(|n| !n.is_empty());
+            let volume = match volume_name {
+                Some(v) => match volumes.get_opt(&v).await {
+                    Ok(pv) => pv,
+                    Err(e) => {
+                        out.insert(
+                            name,
+                            Err(format!("failed to fetch PV {v:?} from API server: {e}")),
+                        );
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let resolved = volumes::bound_volume(namespace, &name, claim.as_ref(), volume);
+            out.insert(name, resolved);
+        }
+        out
     }
 
     /// Does what the plan says; returns whether anything was done.
@@ -478,8 +527,13 @@ impl Worker {
             Err(e) => {
                 self.event(pod, EventType::Warning, "FailedMount", e.0.clone());
                 for c in all_containers(pod) {
-                    self.waiting
-                        .insert(c, ("CreateContainerConfigError".into(), e.0.clone()));
+                    if volumes::is_waiting_for_volumes(&e) {
+                        // Claims not bound yet: the pod stays ContainerCreating, as upstream.
+                        self.waiting.remove(&c);
+                    } else {
+                        self.waiting
+                            .insert(c, ("CreateContainerConfigError".into(), e.0.clone()));
+                    }
                 }
                 return false;
             }

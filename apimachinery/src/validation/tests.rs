@@ -636,6 +636,19 @@ fn workload_selectors_must_match_their_template_labels() {
 }
 
 #[test]
+fn statefulset_containers_may_mount_claim_templates_only_there() {
+    let mut w = workload();
+    w["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "data", "mountPath": "/data"}]);
+    let missing = "spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"data\"";
+    assert_eq!(check("apps", "Deployment", w.clone()), [missing]);
+    assert_eq!(check("apps", "StatefulSet", w.clone()), [missing]);
+    w["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]);
+    assert!(check("apps", "StatefulSet", w).is_empty());
+}
+
+#[test]
 fn workloads_need_a_non_empty_selector() {
     let mut w = workload();
     w["spec"]["selector"] = Value::Null;

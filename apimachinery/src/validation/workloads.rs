@@ -24,8 +24,29 @@ pub fn apps(kind: &str, obj: &Value, old: Option<&Value>, errs: &mut Vec<FieldCa
         "StatefulSet" => "StatefulSet",
         _ => "ReplicaSet",
     };
+    // A StatefulSet's containers may mount its volumeClaimTemplates: each becomes a claim
+    // volume of the pod.
+    let mut template_spec = spec["template"]["spec"].clone();
+    if kind == "StatefulSet"
+        && let Some(claims) = spec["volumeClaimTemplates"].as_array()
+        && template_spec.is_object()
+    {
+        let volumes = &mut template_spec["volumes"];
+        if !volumes.is_array() {
+            *volumes = Value::Array(Vec::new());
+        }
+        if let Some(volumes) = volumes.as_array_mut() {
+            for claim in claims {
+                let name = claim["metadata"]["name"].clone();
+                volumes.retain(|v| v["name"] != name);
+                volumes.push(serde_json::json!({
+                    "name": name, "persistentVolumeClaim": {"claimName": name},
+                }));
+            }
+        }
+    }
     pod_spec(
-        &spec["template"]["spec"],
+        &template_spec,
         "spec.template.spec",
         Context::Workload(template_kind),
         errs,

@@ -16,6 +16,8 @@ pub mod per_namespace;
 pub mod replicaset;
 pub mod rollout;
 pub mod servicelb;
+pub mod statefulset;
+pub mod volumebinding;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -400,6 +402,10 @@ pub struct ClusterControllers {
     pub node_ipam: Option<nodeipam::Settings>,
     /// Node lifecycle, with its grace period.
     pub node_lifecycle: Option<nodelifecycle::Settings>,
+    /// The StatefulSet controller.
+    pub statefulset: bool,
+    /// The PersistentVolume binder.
+    pub volume_binding: bool,
 }
 
 impl Default for ClusterControllers {
@@ -409,6 +415,8 @@ impl Default for ClusterControllers {
             service_lb: Some(None),
             node_ipam: Some(nodeipam::Settings::default()),
             node_lifecycle: Some(nodelifecycle::Settings::default()),
+            statefulset: true,
+            volume_binding: true,
         }
     }
 }
@@ -441,6 +449,18 @@ pub async fn run_cluster(
         tasks.push(tokio::spawn(nodeipam::run(
             client.clone(),
             settings,
+            shutdown.clone(),
+        )));
+    }
+    if which.statefulset {
+        tasks.push(tokio::spawn(statefulset::run(
+            client.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if which.volume_binding {
+        tasks.push(tokio::spawn(volumebinding::run(
+            client.clone(),
             shutdown.clone(),
         )));
     }
