@@ -67,6 +67,9 @@ pub struct Api {
     pub authorizer: Box<dyn Authorizer>,
     /// Built-in admission: namespaces, allocations.
     pub admission: Admission,
+    /// Issues and verifies ServiceAccount tokens; without it `serviceaccounts/token` answers
+    /// 404 and no ServiceAccount token authenticates.
+    pub service_account_tokens: Option<Arc<crate::serviceaccount::TokenService>>,
     open_watches: AtomicUsize,
     /// Woken when a namespace is marked for deletion.
     pub namespace_wakeup: tokio::sync::Notify,
@@ -189,6 +192,7 @@ impl Api {
             config,
             authorizer,
             admission,
+            service_account_tokens: None,
             open_watches: AtomicUsize::new(0),
             namespace_wakeup: tokio::sync::Notify::new(),
             shutdown,
