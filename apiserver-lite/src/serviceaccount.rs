@@ -645,3 +645,316 @@ async fn node_uid(objects: &dyn Objects, name: &str) -> String {
         .and_then(|n| n["metadata"]["uid"].as_str().map(String::from))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    /// Objects in a map keyed by `plural/namespace/name`.
+    #[derive(Default)]
+    struct FakeObjects(Mutex<HashMap<String, Value>>);
+
+    impl FakeObjects {
+        fn put(&self, plural: &str, ns: &str, name: &str, uid: &str) {
+            self.0.lock().unwrap().insert(
+                format!("{plural}/{ns}/{name}"),
+                json!({"metadata": {"name": name, "namespace": ns, "uid": uid}, "spec": {}}),
+            );
+        }
+        fn edit(&self, plural: &str, ns: &str, name: &str, f: impl FnOnce(&mut Value)) {
+            f(self
+                .0
+                .lock()
+                .unwrap()
+                .get_mut(&format!("{plural}/{ns}/{name}"))
+                .unwrap());
+        }
+        fn remove(&self, plural: &str, ns: &str, name: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .remove(&format!("{plural}/{ns}/{name}"));
+        }
+    }
+
+    #[async_trait]
+    impl Objects for FakeObjects {
+        async fn get(
+            &self,
+            plural: &str,
+            namespace: &str,
+            name: &str,
+        ) -> Result<Option<Value>, ApiError> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .get(&format!("{plural}/{namespace}/{name}"))
+                .cloned())
+        }
+    }
+
+    fn service(dir: &Path) -> TokenService {
+        TokenService::new(
+            DEFAULT_ISSUER.into(),
+            Vec::new(),
+            Keys::load_or_generate(dir, None, &[]).unwrap(),
+        )
+    }
+
+    fn world() -> FakeObjects {
+        let objects = FakeObjects::default();
+        objects.put("serviceaccounts", "ns1", "default", "sa-uid");
+        objects.put("pods", "ns1", "web", "pod-uid");
+        objects.edit("pods", "ns1", "web", |p| {
+            p["spec"]["nodeName"] = json!("n1")
+        });
+        objects.put("nodes", "", "n1", "node-uid");
+        objects
+    }
+
+    async fn issue(service: &TokenService, objects: &FakeObjects, spec: Value) -> Value {
+        token_request(
+            service,
+            objects,
+            "ns1",
+            "default",
+            &json!({"kind": "TokenRequest", "spec": spec}),
+            NOW,
+        )
+        .await
+        .unwrap()
+    }
+
+    fn token(answer: &Value) -> &str {
+        answer["status"]["token"].as_str().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_requested_token_carries_upstream_claims_and_authenticates_as_the_service_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path());
+        let objects = world();
+        let answer = issue(
+            &service,
+            &objects,
+            json!({"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web"}}),
+        )
+        .await;
+        assert_eq!(answer["spec"]["expirationSeconds"], 3600);
+        assert_eq!(
+            answer["status"]["expirationTimestamp"],
+            jiff::Timestamp::from_second(NOW + 3600)
+                .unwrap()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        );
+        let claims = service.verify_signature(token(&answer)).unwrap();
+        assert_eq!(claims.sub, "system:serviceaccount:ns1:default");
+        assert_eq!(claims.aud, [DEFAULT_ISSUER]);
+        assert_eq!((claims.iat, claims.nbf, claims.exp), (NOW, NOW, NOW + 3600));
+        assert_eq!(claims.kubernetes.serviceaccount.uid, "sa-uid");
+        let pod = claims.kubernetes.pod.as_ref().unwrap();
+        assert_eq!((pod.name.as_str(), pod.uid.as_str()), ("web", "pod-uid"));
+        let node = claims.kubernetes.node.as_ref().unwrap();
+        assert_eq!((node.name.as_str(), node.uid.as_str()), ("n1", "node-uid"));
+
+        let user = service
+            .authenticate(token(&answer), &objects, NOW + 10)
+            .await
+            .unwrap();
+        assert_eq!(user.name, "system:serviceaccount:ns1:default");
+        assert_eq!(user.uid, "sa-uid");
+        assert_eq!(
+            user.groups,
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:ns1",
+                "system:authenticated"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn tampered_expired_and_foreign_audience_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path());
+        let objects = world();
+        let answer = issue(&service, &objects, json!({"expirationSeconds": 600})).await;
+        let good = token(&answer);
+        assert!(service.authenticate(good, &objects, NOW).await.is_ok());
+        assert!(
+            service
+                .authenticate(good, &objects, NOW + 600)
+                .await
+                .is_err()
+        );
+        assert!(service.authenticate(good, &objects, NOW - 1).await.is_err());
+
+        // Another namespace in the payload, the original signature.
+        let parts: Vec<&str> = good.split('.').collect();
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut payload: Value = serde_json::from_slice(&engine.decode(parts[1]).unwrap()).unwrap();
+        payload["kubernetes.io"]["namespace"] = json!("kube-system");
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            engine.encode(serde_json::to_vec(&payload).unwrap()),
+            parts[2]
+        );
+        assert!(service.authenticate(&forged, &objects, NOW).await.is_err());
+
+        let other_audience = issue(&service, &objects, json!({"audiences": ["vault"]})).await;
+        let err = service
+            .authenticate(token(&other_audience), &objects, NOW)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("audiences"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn tokens_stop_authenticating_when_their_service_account_or_pod_goes_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path());
+        let objects = world();
+        let bound = issue(
+            &service,
+            &objects,
+            json!({"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web"}}),
+        )
+        .await;
+        let bound = token(&bound).to_string();
+        // Deleting, within the grace: still valid; 61 s past the deletion: refused.
+        objects.edit("pods", "ns1", "web", |p| {
+            p["metadata"]["deletionTimestamp"] = json!(
+                jiff::Timestamp::from_second(NOW)
+                    .unwrap()
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+            )
+        });
+        assert!(
+            service
+                .authenticate(&bound, &objects, NOW + 30)
+                .await
+                .is_ok()
+        );
+        assert!(
+            service
+                .authenticate(&bound, &objects, NOW + 61)
+                .await
+                .is_err()
+        );
+        objects.remove("pods", "ns1", "web");
+        let err = service
+            .authenticate(&bound, &objects, NOW)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("has been deleted"), "{err}");
+        // A pod of the same name, recreated: another uid.
+        objects.put("pods", "ns1", "web", "pod-uid-2");
+        assert!(service.authenticate(&bound, &objects, NOW).await.is_err());
+
+        let unbound = issue(&service, &objects, json!({})).await;
+        let unbound = token(&unbound).to_string();
+        assert!(service.authenticate(&unbound, &objects, NOW).await.is_ok());
+        objects.put("serviceaccounts", "ns1", "default", "sa-uid-2");
+        let err = service
+            .authenticate(&unbound, &objects, NOW)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("does not match claim"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bad_token_requests_get_upstream_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path());
+        let objects = world();
+        let request = |name: &'static str, spec: Value| {
+            let body = json!({"spec": spec});
+            let (service, objects) = (&service, &objects);
+            async move { token_request(service, objects, "ns1", name, &body, NOW).await }
+        };
+        let short = request("default", json!({"expirationSeconds": 599}))
+            .await
+            .unwrap_err();
+        assert_eq!(short.code, 422);
+        assert!(
+            short.message.contains("less than 10 minutes"),
+            "{}",
+            short.message
+        );
+        assert_eq!(request("ghost", json!({})).await.unwrap_err().code, 404);
+        let missing =
+            json!({"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "gone"}});
+        assert_eq!(request("default", missing).await.unwrap_err().code, 404);
+        let kind =
+            json!({"boundObjectRef": {"kind": "ConfigMap", "apiVersion": "v1", "name": "x"}});
+        assert_eq!(request("default", kind).await.unwrap_err().code, 400);
+        let uid = json!({"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "web", "uid": "old"}});
+        assert_eq!(request("default", uid).await.unwrap_err().code, 409);
+    }
+
+    #[test]
+    fn the_generated_key_is_kept_and_other_signers_verify_only_when_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = service(dir.path());
+        let again = service(dir.path());
+        let claims = Claims {
+            iss: DEFAULT_ISSUER.into(),
+            sub: username("a", "b"),
+            aud: vec![DEFAULT_ISSUER.into()],
+            exp: NOW + 600,
+            iat: NOW,
+            nbf: NOW,
+            jti: String::new(),
+            kubernetes: KubernetesClaim {
+                namespace: "a".into(),
+                serviceaccount: ObjectRef {
+                    name: "b".into(),
+                    uid: "u".into(),
+                },
+                pod: None,
+                secret: None,
+                node: None,
+            },
+        };
+        let token = first.sign(&claims).unwrap();
+        assert_eq!(again.verify_signature(&token).unwrap(), claims);
+        assert!(
+            claims
+                .check(DEFAULT_ISSUER, &first.api_audiences, NOW)
+                .is_ok()
+        );
+        assert!(
+            claims
+                .check("https://other", &first.api_audiences, NOW)
+                .is_err()
+        );
+
+        let other_dir = tempfile::tempdir().unwrap();
+        let stranger = service(other_dir.path());
+        assert!(stranger.verify_signature(&token).is_err());
+        let trusting = TokenService::new(
+            DEFAULT_ISSUER.into(),
+            Vec::new(),
+            Keys::load_or_generate(other_dir.path(), None, &[dir.path().join("sa.pub")]).unwrap(),
+        );
+        assert_eq!(trusting.verify_signature(&token).unwrap(), claims);
+
+        std::fs::write(
+            dir.path().join("rsa.pem"),
+            "-----BEGIN PUBLIC KEY-----\nMA==\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        assert!(
+            Keys::load_or_generate(other_dir.path(), None, &[dir.path().join("rsa.pem")]).is_err()
+        );
+    }
+}
