@@ -173,11 +173,45 @@ impl Claims {
     }
 }
 
+/// A public key tokens verify against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PublicKey {
+    /// Upstream's key id: the URL-safe base64 SHA-256 of the key's SubjectPublicKeyInfo DER.
+    key_id: String,
+    /// The uncompressed P-256 point (0x04, x, y).
+    point: Vec<u8>,
+}
+
+impl PublicKey {
+    fn new(spki_der: &[u8], point: Vec<u8>) -> Self {
+        PublicKey {
+            key_id: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(spki_der)),
+            point,
+        }
+    }
+
+    /// The key as a JSON Web Key.
+    fn jwk(&self) -> Value {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        json!({
+            "use": "sig",
+            "kty": "EC",
+            "kid": self.key_id,
+            "crv": "P-256",
+            "alg": "ES256",
+            "x": b64.encode(&self.point[1..33]),
+            "y": b64.encode(&self.point[33..65]),
+        })
+    }
+}
+
 /// The keys tokens are signed with and verified against.
 pub struct Keys {
     signing: EncodingKey,
     key_id: String,
     verifying: Vec<DecodingKey>,
+    public: Vec<PublicKey>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -215,29 +249,34 @@ fn parse_signing_key(path: &Path, pem: &str) -> Result<rcgen::KeyPair, TokenErro
     Ok(pair)
 }
 
-/// The uncompressed EC points of every public key, certificate or private key in `pem`.
-fn parse_public_keys(path: &Path, pem: &str) -> Result<Vec<Vec<u8>>, TokenError> {
+/// The public keys of every public key, certificate or private key in `pem`.
+fn parse_public_keys(path: &Path, pem: &str) -> Result<Vec<PublicKey>, TokenError> {
     use x509_parser::prelude::FromDer;
     let mut points = Vec::new();
     for block in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
         let block = block.map_err(|e| key_err(path, format!("PEM: {e}")))?;
-        let point = match block.label.as_str() {
+        let (spki, point) = match block.label.as_str() {
             "PUBLIC KEY" => {
                 let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&block.contents)
                     .map_err(|e| key_err(path, format!("public key: {e}")))?;
-                spki.subject_public_key.data.to_vec()
+                (spki.raw.to_vec(), spki.subject_public_key.data.to_vec())
             }
             "CERTIFICATE" => {
                 let (_, cert) = x509_parser::parse_x509_certificate(&block.contents)
                     .map_err(|e| key_err(path, format!("certificate: {e}")))?;
-                cert.public_key().subject_public_key.data.to_vec()
+                let spki = cert.public_key();
+                (spki.raw.to_vec(), spki.subject_public_key.data.to_vec())
             }
             label if label.ends_with("PRIVATE KEY") => {
                 let text = format!(
                     "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
                     base64::engine::general_purpose::STANDARD.encode(&block.contents)
                 );
-                parse_signing_key(path, &text)?.public_key_raw().to_vec()
+                let pair = parse_signing_key(path, &text)?;
+                (
+                    pair.subject_public_key_info(),
+                    pair.public_key_raw().to_vec(),
+                )
             }
             _ => continue,
         };
@@ -247,7 +286,7 @@ fn parse_public_keys(path: &Path, pem: &str) -> Result<Vec<Vec<u8>>, TokenError>
                 "only ECDSA P-256 public keys are supported for service account tokens",
             ));
         }
-        points.push(point);
+        points.push(PublicKey::new(&spki, point));
     }
     if points.is_empty() {
         return Err(key_err(path, "no public key found"));
@@ -286,20 +325,27 @@ impl Keys {
                 }
             }
         };
-        let mut verifying = vec![DecodingKey::from_ec_der(pair.public_key_raw())];
+        let own = PublicKey::new(
+            &pair.subject_public_key_info(),
+            pair.public_key_raw().to_vec(),
+        );
+        let mut public = vec![own.clone()];
         for path in key_files {
             let pem = std::fs::read_to_string(path).map_err(io_err(path))?;
-            for point in parse_public_keys(path, &pem)? {
-                verifying.push(DecodingKey::from_ec_der(&point));
+            for key in parse_public_keys(path, &pem)? {
+                if !public.contains(&key) {
+                    public.push(key);
+                }
             }
         }
-        // Upstream's key id: the URL-safe base64 SHA-256 of the public key's DER.
-        let key_id = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(sha2::Sha256::digest(pair.subject_public_key_info()));
         Ok(Keys {
             signing: EncodingKey::from_ec_der(&pair.serialize_der()),
-            key_id,
-            verifying,
+            key_id: own.key_id,
+            verifying: public
+                .iter()
+                .map(|k| DecodingKey::from_ec_der(&k.point))
+                .collect(),
+            public,
         })
     }
 }
@@ -334,6 +380,22 @@ impl TokenService {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.keys.key_id.clone());
         jsonwebtoken::encode(&header, claims, &self.keys.signing).map_err(TokenError::Sign)
+    }
+
+    /// `/openid/v1/jwks`: every public key tokens verify against, as a JSON Web Key Set.
+    pub fn jwks(&self) -> Value {
+        json!({"keys": self.keys.public.iter().map(PublicKey::jwk).collect::<Vec<_>>()})
+    }
+
+    /// `/.well-known/openid-configuration`, with the key set at `jwks_uri`.
+    pub fn openid_configuration(&self, jwks_uri: &str) -> Value {
+        json!({
+            "issuer": self.issuer,
+            "jwks_uri": jwks_uri,
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+        })
     }
 
     /// The claims of a token whose signature one of our keys verifies; nothing else checked.
@@ -956,5 +1018,47 @@ mod tests {
         assert!(
             Keys::load_or_generate(other_dir.path(), None, &[dir.path().join("rsa.pem")]).is_err()
         );
+    }
+
+    #[test]
+    fn the_published_key_set_verifies_issued_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path());
+        let claims = Claims {
+            iss: DEFAULT_ISSUER.into(),
+            sub: username("a", "b"),
+            aud: vec![DEFAULT_ISSUER.into()],
+            exp: NOW + 600,
+            iat: NOW,
+            nbf: NOW,
+            jti: String::new(),
+            kubernetes: KubernetesClaim {
+                namespace: "a".into(),
+                serviceaccount: ObjectRef {
+                    name: "b".into(),
+                    uid: "u".into(),
+                },
+                pod: None,
+                secret: None,
+                node: None,
+            },
+        };
+        let token = service.sign(&claims).unwrap();
+        let jwks = service.jwks();
+        let keys = jwks["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 1);
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid.as_deref(), keys[0]["kid"].as_str());
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(keys[0].clone()).unwrap();
+        let key = DecodingKey::from_jwk(&jwk).unwrap();
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.validate_exp = false;
+        validation.set_audience(&[DEFAULT_ISSUER]);
+        let decoded = jsonwebtoken::decode::<Claims>(&token, &key, &validation).unwrap();
+        assert_eq!(decoded.claims, claims);
+
+        let config = service.openid_configuration("https://h:1/openid/v1/jwks");
+        assert_eq!(config["issuer"], DEFAULT_ISSUER);
+        assert_eq!(config["jwks_uri"], "https://h:1/openid/v1/jwks");
     }
 }

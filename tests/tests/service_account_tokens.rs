@@ -103,6 +103,22 @@ fn kubectl_create_token_gives_a_token_that_authenticates_until_tampered_or_unbou
     let vault = create_token(&server, &["default", "--audience=vault"]);
     assert_unauthorized(&kubectl_as(&server, &vault, &["get", "pods"]));
 
+    // The OIDC discovery documents publish the key the token names.
+    let discovery = server.kubectl(&["get", "--raw", "/.well-known/openid-configuration"]);
+    let discovery: serde_json::Value = serde_json::from_str(discovery.ok()).unwrap();
+    assert_eq!(
+        discovery["issuer"],
+        "https://kubernetes.default.svc.cluster.local"
+    );
+    let jwks = server.kubectl(&["get", "--raw", "/openid/v1/jwks"]);
+    let jwks: serde_json::Value = serde_json::from_str(jwks.ok()).unwrap();
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').next().unwrap())
+        .unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
+
     // The generated signing key survives a restart.
     server.restart().unwrap();
     kubectl_as(&server, &token, &["get", "pods"]).ok();

@@ -293,6 +293,20 @@ impl Api {
                     )),
                 }
             }
+            "/.well-known/openid-configuration" | "/openid/v1/jwks" => {
+                let service = self
+                    .service_account_tokens
+                    .as_deref()
+                    .ok_or_else(ApiError::no_route)?;
+                Ok(respond(Reply::ok(if path == "/openid/v1/jwks" {
+                    service.jwks()
+                } else {
+                    service.openid_configuration(&format!(
+                        "https://{}/openid/v1/jwks",
+                        self.config.advertise_address
+                    ))
+                })))
+            }
             "/openapi/v3" => Ok(respond(Reply::ok(apimachinery::openapi::v3_root()))),
             "/openapi/v2" => {
                 if accept.is_some_and(|a| a.contains("protobuf")) {
