@@ -26,7 +26,10 @@
 
 use std::sync::OnceLock;
 
-use k8s_openapi::api::{autoscaling::v1 as autoscaling, core::v1 as core, policy::v1 as policy};
+use k8s_openapi::api::{
+    authentication::v1 as authentication, autoscaling::v1 as autoscaling, core::v1 as core,
+    policy::v1 as policy,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
@@ -269,6 +272,7 @@ fn sub_definition(sub: Subresource, r: &ResourceInfo) -> String {
         Subresource::Scale => "io.k8s.api.autoscaling.v1.Scale".to_string(),
         Subresource::Binding => "io.k8s.api.core.v1.Binding".to_string(),
         Subresource::Eviction => "io.k8s.api.policy.v1.Eviction".to_string(),
+        Subresource::Token => "io.k8s.api.authentication.v1.TokenRequest".to_string(),
     }
 }
 
@@ -286,6 +290,7 @@ fn definitions(dialect: Dialect, served: &[&ResourceInfo]) -> Map<String, Value>
                 Subresource::Scale => generator.subschema_for::<autoscaling::Scale>(),
                 Subresource::Binding => generator.subschema_for::<core::Binding>(),
                 Subresource::Eviction => generator.subschema_for::<policy::Eviction>(),
+                Subresource::Token => generator.subschema_for::<authentication::TokenRequest>(),
             };
             kinds.push((sub_definition(sub, r), sub_gvk(sub, r)));
         }

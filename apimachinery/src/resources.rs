@@ -28,6 +28,9 @@ pub enum Subresource {
     Eviction,
     /// `approval`: CertificateSigningRequests, updates `.status.conditions`.
     Approval,
+    /// `token`: ServiceAccounts only, an authentication.k8s.io/v1 TokenRequest answered with
+    /// a signed token.
+    Token,
 }
 
 impl Subresource {
@@ -39,6 +42,7 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Eviction => "eviction",
             Subresource::Approval => "approval",
+            Subresource::Token => "token",
         }
     }
 
@@ -51,6 +55,7 @@ impl Subresource {
             Subresource::Scale => ("autoscaling", "v1", "Scale"),
             Subresource::Binding => ("", "v1", "Binding"),
             Subresource::Eviction => ("policy", "v1", "Eviction"),
+            Subresource::Token => ("authentication.k8s.io", "v1", "TokenRequest"),
         }
     }
 
@@ -60,7 +65,7 @@ impl Subresource {
             Subresource::Status | Subresource::Scale | Subresource::Approval => {
                 &["get", "patch", "update"]
             }
-            Subresource::Binding | Subresource::Eviction => &["create"],
+            Subresource::Binding | Subresource::Eviction | Subresource::Token => &["create"],
         }
     }
 }
@@ -199,7 +204,7 @@ pub fn api_version(group: &str, version: &str) -> String {
     }
 }
 
-use Subresource::{Approval, Binding, Eviction, Scale, Status};
+use Subresource::{Approval, Binding, Eviction, Scale, Status, Token};
 
 macro_rules! resource {
     ($group:expr, $version:expr, $kind:expr, $plural:expr, $singular:expr, $namespaced:expr,
@@ -229,7 +234,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     resource!("", "v1", "Endpoints", "endpoints", "endpoints", true, short: ["ep"], cat: [], sub: [], core::Endpoints),
     resource!("", "v1", "ConfigMap", "configmaps", "configmap", true, short: ["cm"], cat: [], sub: [], core::ConfigMap),
     resource!("", "v1", "Secret", "secrets", "secret", true, short: [], cat: [], sub: [], core::Secret),
-    resource!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, short: ["sa"], cat: [], sub: [], core::ServiceAccount),
+    resource!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, short: ["sa"], cat: [], sub: [Token], core::ServiceAccount),
     resource!("", "v1", "Event", "events", "event", true, short: ["ev"], cat: [], sub: [], core::Event),
     resource!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", false, short: ["pv"], cat: [], sub: [Status], core::PersistentVolume),
     resource!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true, short: ["pvc"], cat: [], sub: [Status], core::PersistentVolumeClaim),

@@ -22,4 +22,5 @@ pub mod pki;
 pub mod registry;
 pub mod scheduler;
 pub mod server;
+pub mod serviceaccount;
 pub mod storage;

@@ -14,6 +14,7 @@ use apiserver_lite::auth::{AllowAuthenticated, TokenAuthenticator};
 use apiserver_lite::nodeproxy::NodeProxy;
 use apiserver_lite::pki::{Pki, serving_names};
 use apiserver_lite::server::{Frontend, serve, tls_config};
+use apiserver_lite::serviceaccount;
 use apiserver_lite::storage::Store;
 use apiserver_lite::storage::sqlite::SqliteStore;
 use apiserver_lite::{bootstrap, controllers, dns, leader, namespaces, scheduler, storage};
@@ -36,6 +37,21 @@ struct Args {
     /// Static bearer tokens, CSV: token,user,uid,"group1,group2".
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// PEM files with public keys (or certificates, or private keys) that ServiceAccount
+    /// tokens are also verified against; repeatable.
+    #[arg(long)]
+    service_account_key_file: Vec<PathBuf>,
+    /// The private key (ECDSA P-256, PEM) ServiceAccount tokens are signed with (default: a
+    /// key generated once as `<data-dir>/pki/sa.key`).
+    #[arg(long)]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// The `iss` of ServiceAccount tokens.
+    #[arg(long, default_value = apiserver_lite::serviceaccount::DEFAULT_ISSUER)]
+    service_account_issuer: String,
+    /// Audiences the API accepts in ServiceAccount tokens, comma separated (default: the
+    /// issuer).
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
     /// The address clients and nodes reach this server at (default: the listen address, or
     /// the first non-loopback address when listening on all).
     #[arg(long)]
@@ -424,6 +440,17 @@ async fn run() -> anyhow::Result<()> {
         Some(path) => TokenAuthenticator::from_file(path)?,
         None => TokenAuthenticator::default(),
     };
+    let sa_keys = serviceaccount::Keys::load_or_generate(
+        &pki.dir,
+        args.service_account_signing_key_file.as_deref(),
+        &args.service_account_key_file,
+    )
+    .context("service account keys")?;
+    let sa_tokens = Arc::new(serviceaccount::TokenService::new(
+        args.service_account_issuer.clone(),
+        args.api_audiences.clone(),
+        sa_keys,
+    ));
     let store = open_store(&args.storage, &args.data_dir).await?;
     let admission = Admission {
         service_range: args.service_cluster_ip_range,
@@ -437,13 +464,15 @@ async fn run() -> anyhow::Result<()> {
         max_watch_seconds: args.min_request_timeout.max(2) * 2,
         bookmark_interval: Duration::from_secs(args.bookmark_interval_seconds.max(1)),
     };
-    let api = Arc::new(Api::new(
+    let mut api = Api::new(
         store.clone(),
         config,
         Box::new(AllowAuthenticated),
         admission.clone(),
         shutdown_rx.clone(),
-    ));
+    );
+    api.service_account_tokens = Some(sa_tokens);
+    let api = Arc::new(api);
     admission
         .repair(store.clone())
         .await

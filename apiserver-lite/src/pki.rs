@@ -52,7 +52,7 @@ pub struct Pki {
     pub serving_key_pem: String,
 }
 
-fn read(path: &Path) -> Result<Option<String>, PkiError> {
+pub(crate) fn read(path: &Path) -> Result<Option<String>, PkiError> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -64,7 +64,7 @@ fn read(path: &Path) -> Result<Option<String>, PkiError> {
 }
 
 /// Writes through a temporary file and a rename, so a crash never leaves half a key behind.
-fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| PkiError::Io {

@@ -167,7 +167,9 @@ fn anonymous_paths(path: &str) -> bool {
 }
 
 impl Frontend {
-    fn authenticate(
+    /// The client certificate's user, else the bearer token's: a static token, else a
+    /// ServiceAccount token.
+    async fn authenticate(
         &self,
         req: &Request<Incoming>,
         cert_user: Option<UserInfo>,
@@ -180,7 +182,21 @@ impl Frontend {
             .strip_prefix("Bearer ")
             .or_else(|| auth.strip_prefix("bearer "))?
             .trim();
-        self.tokens.authenticate(token)
+        if let Some(user) = self.tokens.authenticate(token) {
+            return Some(user);
+        }
+        let service = self.api.service_account_tokens.as_deref()?;
+        let objects = crate::serviceaccount::StoreObjects(self.api.store.as_ref());
+        match service
+            .authenticate(token, &objects, jiff::Timestamp::now().as_second())
+            .await
+        {
+            Ok(user) => Some(user),
+            Err(e) => {
+                tracing::debug!(error = %e, "bearer token refused");
+                None
+            }
+        }
     }
 
     async fn handle(
@@ -192,7 +208,7 @@ impl Frontend {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let user = match self.authenticate(&req, cert_user) {
+        let user = match self.authenticate(&req, cert_user).await {
             Some(u) => u,
             None if anonymous_paths(&path) => UserInfo {
                 name: "system:anonymous".into(),

@@ -67,6 +67,9 @@ pub struct Api {
     pub authorizer: Box<dyn Authorizer>,
     /// Built-in admission: namespaces, allocations.
     pub admission: Admission,
+    /// Issues and verifies ServiceAccount tokens; without it `serviceaccounts/token` answers
+    /// 404 and no ServiceAccount token authenticates.
+    pub service_account_tokens: Option<Arc<crate::serviceaccount::TokenService>>,
     open_watches: AtomicUsize,
     /// Woken when a namespace is marked for deletion.
     pub namespace_wakeup: tokio::sync::Notify,
@@ -189,6 +192,7 @@ impl Api {
             config,
             authorizer,
             admission,
+            service_account_tokens: None,
             open_watches: AtomicUsize::new(0),
             namespace_wakeup: tokio::sync::Notify::new(),
             shutdown,
@@ -288,6 +292,20 @@ impl Api {
                         "storage not ready",
                     )),
                 }
+            }
+            "/.well-known/openid-configuration" | "/openid/v1/jwks" => {
+                let service = self
+                    .service_account_tokens
+                    .as_deref()
+                    .ok_or_else(ApiError::no_route)?;
+                Ok(respond(Reply::ok(if path == "/openid/v1/jwks" {
+                    service.jwks()
+                } else {
+                    service.openid_configuration(&format!(
+                        "https://{}/openid/v1/jwks",
+                        self.config.advertise_address
+                    ))
+                })))
             }
             "/openapi/v3" => Ok(respond(Reply::ok(apimachinery::openapi::v3_root()))),
             "/openapi/v2" => {

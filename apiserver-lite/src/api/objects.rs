@@ -49,6 +49,7 @@ pub async fn handle(
         (Verb::List, _) => list(api, &r).await?,
         (Verb::Create, Some(Subresource::Binding)) => binding(api, &r, &req).await?,
         (Verb::Create, Some(Subresource::Eviction)) => eviction(api, &r, &req).await?,
+        (Verb::Create, Some(Subresource::Token)) => token_request(api, &r, &req).await?,
         (Verb::Create, _) => create(api, &r, &req).await?,
         (Verb::Update, _) => update(api, &r, &req).await?,
         (Verb::Patch, _) => patch_object(api, &r, &req).await?,
@@ -815,6 +816,34 @@ async fn eviction(api: &Api, r: &ResourceRequest, req: &ApiRequest) -> Result<Re
     Ok(Reply {
         status: StatusCode::CREATED,
         ..Reply::ok(ok)
+    })
+}
+
+/// `serviceaccounts/{name}/token`: a TokenRequest answered with a signed token.
+async fn token_request(
+    api: &Api,
+    r: &ResourceRequest,
+    req: &ApiRequest,
+) -> Result<Reply, ApiError> {
+    let service = api
+        .service_account_tokens
+        .as_deref()
+        .ok_or_else(ApiError::no_route)?;
+    let body = parse_body(req)?;
+    let namespace = r.namespace.as_deref().unwrap_or_default();
+    let name = r.name.as_deref().unwrap_or_default();
+    let answer = crate::serviceaccount::token_request(
+        service,
+        &crate::serviceaccount::StoreObjects(api.store.as_ref()),
+        namespace,
+        name,
+        &body,
+        jiff::Timestamp::now().as_second(),
+    )
+    .await?;
+    Ok(Reply {
+        status: StatusCode::CREATED,
+        ..Reply::ok(answer)
     })
 }
 

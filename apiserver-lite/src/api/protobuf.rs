@@ -64,6 +64,7 @@ const SOURCES: &[(&str, &str)] = sources!(
     "api/scheduling/v1",
     "api/policy/v1",
     "api/autoscaling/v1",
+    "api/authentication/v1",
     "apimachinery/pkg/apis/meta/v1",
     "apimachinery/pkg/api/resource",
     "apimachinery/pkg/util/intstr",

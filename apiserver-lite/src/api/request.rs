@@ -221,7 +221,9 @@ pub fn parse(method: &http::Method, path: &str, query: Option<&str>) -> Result<T
     }
     if let Some(sub) = subresource {
         let allowed = match sub {
-            Subresource::Binding | Subresource::Eviction => verb == Verb::Create,
+            Subresource::Binding | Subresource::Eviction | Subresource::Token => {
+                verb == Verb::Create
+            }
             _ => matches!(verb, Verb::Get | Verb::Update | Verb::Patch),
         };
         if !allowed {
