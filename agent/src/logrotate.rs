@@ -242,43 +242,67 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Ro
     }
 }
 
-/// Rotates one container's log if it needs it. Returns whether it was rotated.
+/// Rotates one container's log if it needs it. Returns whether it was rotated. The file work
+/// (compression above all) runs on a blocking thread, off the async workers.
 pub async fn rotate_one(
-    files: &dyn LogFiles,
+    files: &Arc<dyn LogFiles>,
     runtime: &dyn LogRuntime,
     id: &str,
     log: &Path,
     policy: Policy,
     stamp: &str,
 ) -> Result<bool, RotateError> {
-    let Some(size) = files.size(log).map_err(io("stat", log))? else {
+    let (task_files, task_log, task_stamp) = (files.clone(), log.to_path_buf(), stamp.to_string());
+    let renamed =
+        tokio::task::spawn_blocking(move || prepare(&*task_files, &task_log, policy, &task_stamp))
+            .await
+            .map_err(|e| RotateError::Io {
+                op: "rotate",
+                path: log.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+    let Some((from, to)) = renamed else {
         return Ok(false);
     };
+    if let Err(source) = runtime.reopen_log(id).await {
+        // Put the file back so the runtime keeps writing where it was.
+        let _ = files.rename(&to, &from);
+        return Err(RotateError::Reopen {
+            id: id.to_string(),
+            source,
+        });
+    }
+    Ok(true)
+}
+
+/// The file part of a rotation: removals, compressions and the rename of the live log, which
+/// is returned (from, to) when it happened.
+fn prepare(
+    files: &dyn LogFiles,
+    log: &Path,
+    policy: Policy,
+    stamp: &str,
+) -> Result<Option<(PathBuf, PathBuf)>, RotateError> {
+    let Some(size) = files.size(log).map_err(io("stat", log))? else {
+        return Ok(None);
+    };
     if size < policy.max_size {
-        return Ok(false);
+        return Ok(None);
     }
     let dir = log.parent().unwrap_or(Path::new("/"));
     let siblings = files.list(dir).map_err(io("list", dir))?;
-    let mut rotated = false;
+    let mut renamed = None;
     for step in plan(log, size, &siblings, policy, stamp) {
         match step {
             Step::Remove(path) => files.remove(&path).map_err(io("remove", &path))?,
             Step::Compress(path) => files.compress(&path).map_err(io("compress", &path))?,
             Step::Rotate { from, to } => {
                 files.rename(&from, &to).map_err(io("rename", &from))?;
-                if let Err(source) = runtime.reopen_log(id).await {
-                    // Put the file back so the runtime keeps writing where it was.
-                    let _ = files.rename(&to, &from);
-                    return Err(RotateError::Reopen {
-                        id: id.to_string(),
-                        source,
-                    });
-                }
-                rotated = true;
+                renamed = Some((from, to));
             }
         }
     }
-    Ok(rotated)
+    Ok(renamed)
 }
 
 /// The time stamp of rotated names, in UTC.
@@ -310,7 +334,7 @@ pub async fn run(
         };
         let now = stamp(jiff::Timestamp::now());
         for (id, log) in logs {
-            match rotate_one(&*files, &*runtime, &id, &log, policy, &now).await {
+            match rotate_one(&files, &*runtime, &id, &log, policy, &now).await {
                 Ok(true) => {
                     tracing::info!(container = %id, log = %log.display(), "rotated container log")
                 }
@@ -491,6 +515,7 @@ mod tests {
             max_files: 4,
         };
         let reopened = Reopened(Mutex::new(Vec::new()));
+        let files: Arc<dyn LogFiles> = Arc::new(RealLogFiles);
         let mut contents = BTreeMap::new();
         for (i, stamp) in ["20260101-000001", "20260101-000002", "20260101-000003"]
             .into_iter()
@@ -500,7 +525,7 @@ mod tests {
             std::fs::write(&log, &text).unwrap();
             contents.insert(stamp, text);
             assert!(
-                rotate_one(&RealLogFiles, &reopened, "c1", &log, policy, stamp)
+                rotate_one(&files, &reopened, "c1", &log, policy, stamp)
                     .await
                     .unwrap()
             );
@@ -530,7 +555,7 @@ mod tests {
         // The runtime cannot reopen: the file goes back where it was.
         std::fs::write(&log, "0123456789abc").unwrap();
         let err = rotate_one(
-            &RealLogFiles,
+            &files,
             &FailingReopen,
             "c1",
             &log,
