@@ -13,7 +13,65 @@ use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
 
+use crate::Process;
 use crate::cri::TestNetns;
+
+/// A stand-in pod: a namespace linked to `node` (the node's end `node_if` at `<prefix>.1/24`,
+/// the pod's `eth0` at `<prefix>.2/24` with the node as its default gateway) serving `page` at
+/// `/` with busybox httpd on port 8080. Dropping it removes the namespace and stops the server.
+pub struct HttpdPod {
+    /// The pod's namespace.
+    pub ns: TestNetns,
+    /// Its address.
+    pub ip: String,
+    _server: Process,
+}
+
+impl HttpdPod {
+    /// Starts the pod; its page and server log go under `dir`.
+    pub fn start(
+        node: &TestNetns,
+        node_if: &str,
+        prefix: &str,
+        page: &str,
+        dir: &std::path::Path,
+    ) -> HttpdPod {
+        let ns = TestNetns::create();
+        let ip = format!("{prefix}.2");
+        link(
+            node,
+            node_if,
+            &format!("{prefix}.1/24"),
+            &ns,
+            "eth0",
+            &format!("{ip}/24"),
+        );
+        default_route(&ns, &format!("{prefix}.1"));
+        let www = dir.join(format!("www-{}", ns.name));
+        std::fs::create_dir_all(&www).expect("page directory");
+        std::fs::write(www.join("index.html"), page).expect("page");
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &ns.name,
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+        ])
+        .arg(&www);
+        let log = dir.join(format!("httpd-{}.log", ns.name));
+        let server = Process::spawn("httpd", cmd, log).expect("httpd");
+        HttpdPod {
+            ns,
+            ip,
+            _server: server,
+        }
+    }
+}
 
 /// Runs `args` (program first), panicking with its output when it fails.
 #[track_caller]

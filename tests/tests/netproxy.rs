@@ -10,16 +10,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::cri::TestNetns;
-use e2e::netns::{Forwarder, Get, default_route, http_get, in_netns, link, sh, sysctl};
+use e2e::netns::{Forwarder, Get, HttpdPod, default_route, http_get, in_netns, link, sh, sysctl};
 use e2e::{ApiServer, Process, wait_until, workspace_bin};
 
 const NODE: &str = "node-a";
-
-struct Pod {
-    ns: TestNetns,
-    ip: String,
-    _server: Process,
-}
 
 /// One node with netproxy, `pods` pod namespaces (10.244.<i>.2), a client namespace
 /// (192.168.77.2, off-cluster) and a second "host" namespace (192.168.78.2).
@@ -28,7 +22,7 @@ struct Cluster {
     node: TestNetns,
     client: TestNetns,
     host: TestNetns,
-    pods: Vec<Pod>,
+    pods: Vec<HttpdPod>,
     proxy: Option<Process>,
     mode: &'static str,
     _forwarder: Forwarder,
@@ -79,40 +73,13 @@ impl Cluster {
             .unwrap();
         let pods = (1..=pods)
             .map(|i| {
-                let ns = TestNetns::create();
-                let ip = format!("10.244.{i}.2");
-                link(
+                HttpdPod::start(
                     &node,
                     &format!("p{i}"),
-                    &format!("10.244.{i}.1/24"),
-                    &ns,
-                    "eth0",
-                    &format!("{ip}/24"),
-                );
-                default_route(&ns, &format!("10.244.{i}.1"));
-                let www = dir.path().join(format!("www{i}"));
-                std::fs::create_dir_all(&www).unwrap();
-                std::fs::write(www.join("index.html"), format!("pod-{i}\n")).unwrap();
-                let mut cmd = Command::new("ip");
-                cmd.args([
-                    "netns",
-                    "exec",
-                    &ns.name,
-                    "/bin/busybox",
-                    "httpd",
-                    "-f",
-                    "-p",
-                    "8080",
-                    "-h",
-                ])
-                .arg(&www);
-                let server = Process::spawn("httpd", cmd, dir.path().join(format!("httpd{i}.log")))
-                    .expect("httpd");
-                Pod {
-                    ns,
-                    ip,
-                    _server: server,
-                }
+                    &format!("10.244.{i}"),
+                    &format!("pod-{i}\n"),
+                    dir.path(),
+                )
             })
             .collect();
         let mut c = Cluster {

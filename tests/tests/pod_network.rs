@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use e2e::cri::TestNetns;
-use e2e::netns::{Forwarder, Get, default_route, http_get, link, sh, sysctl};
+use e2e::netns::{Forwarder, Get, HttpdPod, http_get, link, sh, sysctl};
 use e2e::node::TestNode;
 use e2e::{ApiServer, Process, wait_until, workspace_bin};
 
@@ -21,10 +21,8 @@ use e2e::{ApiServer, Process, wait_until, workspace_bin};
 struct Node {
     name: &'static str,
     ns: TestNetns,
-    pod: TestNetns,
-    pod_ip: String,
+    pod: HttpdPod,
     proxy: Option<Process>,
-    _httpd: Process,
     _forwarder: Forwarder,
 }
 
@@ -103,42 +101,18 @@ impl Cluster {
     ) -> Node {
         sysctl(&ns, "net.ipv4.ip_forward=1");
         let forwarder = Forwarder::start(&ns, api.port);
-        let pod = TestNetns::create();
-        let pod_ip = format!("10.245.{i}.2");
-        link(
+        let pod = HttpdPod::start(
             &ns,
             "p0",
-            &format!("10.245.{i}.1/24"),
-            &pod,
-            "eth0",
-            &format!("{pod_ip}/24"),
+            &format!("10.245.{i}"),
+            &format!("pod-on-{name}\n"),
+            dir.path(),
         );
-        default_route(&pod, &format!("10.245.{i}.1"));
-        let www = dir.path().join(format!("www-{name}"));
-        std::fs::create_dir_all(&www).unwrap();
-        std::fs::write(www.join("index.html"), format!("pod-on-{name}\n")).unwrap();
-        let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            &pod.name,
-            "/bin/busybox",
-            "httpd",
-            "-f",
-            "-p",
-            "8080",
-            "-h",
-        ])
-        .arg(&www);
-        let httpd = Process::spawn("httpd", cmd, dir.path().join(format!("httpd-{name}.log")))
-            .expect("httpd");
         Node {
             name,
             ns,
             pod,
-            pod_ip,
             proxy: None,
-            _httpd: httpd,
             _forwarder: forwarder,
         }
     }
@@ -178,7 +152,10 @@ impl Cluster {
     }
 
     fn get(&self, from: &Node, ip: &str, port: u16) -> Get {
-        http_get(&from.pod.name, SocketAddr::new(ip.parse().unwrap(), port))
+        http_get(
+            &from.pod.ns.name,
+            SocketAddr::new(ip.parse().unwrap(), port),
+        )
     }
 }
 
@@ -210,11 +187,11 @@ fn pods_on_two_nodes_reach_each_other_and_a_service_backed_by_both() {
 
     // Pod to pod across nodes, both ways.
     assert_eq!(
-        c.get(&c.a, &c.b.pod_ip, 8080),
+        c.get(&c.a, &c.b.pod.ip, 8080),
         Get::Body("pod-on-node-b".into())
     );
     assert_eq!(
-        c.get(&c.b, &c.a.pod_ip, 8080),
+        c.get(&c.b, &c.a.pod.ip, 8080),
         Get::Body("pod-on-node-a".into())
     );
 
@@ -225,7 +202,7 @@ fn pods_on_two_nodes_reach_each_other_and_a_service_backed_by_both() {
     let ip = c.api.jsonpath(&["service", "both"], "{.spec.clusterIP}");
     c.api.apply(&format!(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: both-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: both}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: node-a\n- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n  nodeName: node-b\n",
-        c.a.pod_ip, c.b.pod_ip
+        c.a.pod.ip, c.b.pod.ip
     ));
     wait_until("the service answers", Duration::from_secs(15), || {
         matches!(c.get(&c.a, &ip, 80), Get::Body(_))
@@ -248,7 +225,7 @@ fn pods_on_two_nodes_reach_each_other_and_a_service_backed_by_both() {
         c.a.routes().is_empty()
     });
     assert!(
-        matches!(c.get(&c.a, &c.b.pod_ip, 8080), Get::Failed(_)),
+        matches!(c.get(&c.a, &c.b.pod.ip, 8080), Get::Failed(_)),
         "no route to node-b's pods any more"
     );
     c.api
@@ -266,7 +243,7 @@ fn pods_on_two_nodes_reach_each_other_and_a_service_backed_by_both() {
     assert!(status.is_some_and(|s| s.success()), "clean exit");
     assert_eq!(sh(&["ip", "-n", &c.a.ns.name, "route", "show"]), before);
     assert_eq!(
-        c.get(&c.a, &c.b.pod_ip, 8080),
+        c.get(&c.a, &c.b.pod.ip, 8080),
         Get::Body("pod-on-node-b".into()),
         "traffic keeps flowing while netproxy is down"
     );
