@@ -793,6 +793,29 @@ mod tests {
         .unwrap()
     }
 
+    /// Claims of service account a/b (uid u), bound to nothing, valid for ten minutes from NOW.
+    fn unbound_claims() -> Claims {
+        Claims {
+            iss: DEFAULT_ISSUER.into(),
+            sub: username("a", "b"),
+            aud: vec![DEFAULT_ISSUER.into()],
+            exp: NOW + 600,
+            iat: NOW,
+            nbf: NOW,
+            jti: String::new(),
+            kubernetes: KubernetesClaim {
+                namespace: "a".into(),
+                serviceaccount: ObjectRef {
+                    name: "b".into(),
+                    uid: "u".into(),
+                },
+                pod: None,
+                secret: None,
+                node: None,
+            },
+        }
+    }
+
     fn token(answer: &Value) -> &str {
         answer["status"]["token"].as_str().unwrap()
     }
@@ -968,25 +991,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = service(dir.path());
         let again = service(dir.path());
-        let claims = Claims {
-            iss: DEFAULT_ISSUER.into(),
-            sub: username("a", "b"),
-            aud: vec![DEFAULT_ISSUER.into()],
-            exp: NOW + 600,
-            iat: NOW,
-            nbf: NOW,
-            jti: String::new(),
-            kubernetes: KubernetesClaim {
-                namespace: "a".into(),
-                serviceaccount: ObjectRef {
-                    name: "b".into(),
-                    uid: "u".into(),
-                },
-                pod: None,
-                secret: None,
-                node: None,
-            },
-        };
+        let claims = unbound_claims();
         let token = first.sign(&claims).unwrap();
         assert_eq!(again.verify_signature(&token).unwrap(), claims);
         assert!(
@@ -1024,25 +1029,7 @@ mod tests {
     fn the_published_key_set_verifies_issued_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let service = service(dir.path());
-        let claims = Claims {
-            iss: DEFAULT_ISSUER.into(),
-            sub: username("a", "b"),
-            aud: vec![DEFAULT_ISSUER.into()],
-            exp: NOW + 600,
-            iat: NOW,
-            nbf: NOW,
-            jti: String::new(),
-            kubernetes: KubernetesClaim {
-                namespace: "a".into(),
-                serviceaccount: ObjectRef {
-                    name: "b".into(),
-                    uid: "u".into(),
-                },
-                pod: None,
-                secret: None,
-                node: None,
-            },
-        };
+        let claims = unbound_claims();
         let token = service.sign(&claims).unwrap();
         let jwks = service.jwks();
         let keys = jwks["keys"].as_array().unwrap();
