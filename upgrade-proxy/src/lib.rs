@@ -47,7 +47,7 @@ pub enum ProxyError {
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1) and are never forwarded as they
 /// are; `Upgrade` is set again on its own when the request is an upgrade.
-const HOP_BY_HOP: &[&str] = &[
+pub const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",

@@ -26,6 +26,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use upgrade_proxy::HOP_BY_HOP;
+
 use super::pull::error_chain;
 
 /// Why a bridge could not be set up.
@@ -188,18 +190,6 @@ async fn serve(listener: TcpListener, state: Arc<BridgeState>) {
 
 type BridgeBody = BoxBody<Bytes, std::io::Error>;
 
-/// Headers that belong to one hop and are not forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
@@ -238,7 +228,7 @@ async fn forward(
     };
     let upstream: Response<reqwest::Body> = upstream.into();
     let (mut parts, body) = upstream.into_parts();
-    for name in HOP_BY_HOP {
+    for name in HOP_BY_HOP.iter().copied() {
         parts.headers.remove(name);
     }
     for name in [LOCATION, WWW_AUTHENTICATE] {
